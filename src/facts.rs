@@ -1,0 +1,81 @@
+//! `nodeprep facts`: what nodeprep detects about this host, read-only.
+
+use std::path::Path;
+
+use serde::Serialize;
+
+use crate::config::{BindAddr, Config, Source};
+use crate::resources::consul_config::auto_bind_addr;
+use crate::resources::Ctx;
+use crate::sys::systemd::Systemd;
+
+#[derive(Debug, Serialize)]
+pub struct Facts {
+    pub command: &'static str,
+    pub version: &'static str,
+    pub config: String,
+    pub hostname: Option<String>,
+    pub os: Option<String>,
+    pub kernel: Option<String>,
+    pub default_route_interface: Option<String>,
+    pub default_route_address: Option<String>,
+    /// The bind_addr nodeprep would write, or why it cannot choose one.
+    pub bind_addr: String,
+    pub systemd: bool,
+    pub systemd_networkd_active: Option<bool>,
+    pub dnsmasq_active: Option<bool>,
+    pub systemd_resolved_active: Option<bool>,
+    /// Whether the running kernel has the dummy link type, built in or as a module.
+    pub kernel_dummy_support: bool,
+}
+
+pub fn gather(ctx: &Ctx, source: &Source) -> Facts {
+    let cfg: &Config = &ctx.cfg;
+    let route = ctx.netlink().and_then(|nl| nl.default_route());
+    let (ifname, addr) = match &route {
+        Ok(Some(r)) => (Some(r.ifname.clone()), r.address.map(|a| a.to_string())),
+        _ => (None, None),
+    };
+    let bind_addr = match cfg.consul.bind_addr {
+        BindAddr::Addr(ip) => format!("{ip} (configured)"),
+        BindAddr::Auto => match auto_bind_addr(ctx) {
+            Ok((ip, ifname)) => format!("{ip} (auto: default route via {ifname})"),
+            Err(e) => format!("unresolved: {e:#}"),
+        },
+    };
+    let systemd = Systemd::detect();
+    let active = |unit: &str| systemd.and_then(|s| s.is_active(unit).ok());
+    Facts {
+        command: "facts",
+        version: env!("CARGO_PKG_VERSION"),
+        config: source.to_string(),
+        hostname: sysinfo::System::host_name(),
+        os: sysinfo::System::long_os_version(),
+        kernel: sysinfo::System::kernel_version(),
+        default_route_interface: ifname,
+        default_route_address: addr,
+        bind_addr,
+        systemd: systemd.is_some(),
+        systemd_networkd_active: active("systemd-networkd.service"),
+        dnsmasq_active: active("dnsmasq.service"),
+        systemd_resolved_active: active("systemd-resolved.service"),
+        kernel_dummy_support: kernel_has_dummy(),
+    }
+}
+
+/// Loaded (/sys/module/dummy), built in, or available as a module for the
+/// running kernel.
+fn kernel_has_dummy() -> bool {
+    if Path::new("/sys/module/dummy").exists() {
+        return true;
+    }
+    let Some(release) = sysinfo::System::kernel_version() else {
+        return false;
+    };
+    let dir = Path::new("/lib/modules").join(release);
+    ["modules.builtin", "modules.dep"].iter().any(|f| {
+        std::fs::read_to_string(dir.join(f))
+            .map(|t| t.lines().any(|l| l.contains("/dummy.ko")))
+            .unwrap_or(false)
+    })
+}

@@ -1,0 +1,29 @@
+use std::process::ExitCode;
+
+use clap::error::ErrorKind;
+use clap::Parser;
+use nodeprep::cli::Cli;
+use nodeprep::exit::Exit;
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            // clap exits 2 on usage errors; 2 means "drift" here, so bad
+            // command lines get EX_USAGE instead.
+            let _ = e.print();
+            return match e.kind() {
+                ErrorKind::DisplayHelp | ErrorKind::DisplayVersion => Exit::Ok,
+                _ => Exit::Usage,
+            }
+            .into();
+        }
+    };
+    match nodeprep::app::run(cli) {
+        Ok(exit) => exit.into(),
+        Err(fatal) => {
+            eprintln!("nodeprep: {fatal}");
+            fatal.exit.into()
+        }
+    }
+}

@@ -1,0 +1,224 @@
+//! Pure rendering of every managed file: configuration in, bytes out.
+//! Golden-text tests below pin each file's exact content.
+
+use std::collections::BTreeMap;
+use std::net::Ipv4Addr;
+use std::path::Path;
+
+use askama::Template;
+use serde::Serialize;
+
+use crate::config::Config;
+use crate::envfile;
+
+#[derive(Template)]
+#[template(path = "link.netdev", escape = "none")]
+struct Netdev<'a> {
+    name: &'a str,
+}
+
+#[derive(Template)]
+#[template(path = "link.network", escape = "none")]
+struct Network<'a> {
+    name: &'a str,
+    address: String,
+}
+
+#[derive(Template)]
+#[template(path = "dnsmasq.conf", escape = "none")]
+struct DnsmasqConf<'a> {
+    domain: &'a str,
+    consul_dns: String,
+    listen: &'a [Ipv4Addr],
+    link_ip: Ipv4Addr,
+    resolv_file: Option<String>,
+}
+
+/// Consul's interface settings, in the order Consul's docs list them.
+#[derive(Serialize)]
+struct Interfaces {
+    client_addr: String,
+    bind_addr: String,
+}
+
+fn finish(rendered: askama::Result<String>) -> String {
+    // The templates take only plain strings and addresses, which cannot fail
+    // to render; an error here is a bug in nodeprep, not in the input.
+    let mut s = rendered.expect("rendering a built-in template");
+    if !s.ends_with('\n') {
+        s.push('\n');
+    }
+    s
+}
+
+/// File names of the systemd-networkd pair. The `10-` prefix matters:
+/// networkd applies the first .network file in lexical order that matches a
+/// link, and distribution catch-alls (e.g. `99-default.link`, `80-*.network`)
+/// come later.
+pub fn networkd_names(link: &str) -> (String, String) {
+    (format!("10-{link}.netdev"), format!("10-{link}.network"))
+}
+
+pub fn netdev(cfg: &Config) -> String {
+    finish(
+        Netdev {
+            name: &cfg.link.name.0,
+        }
+        .render(),
+    )
+}
+
+pub fn network(cfg: &Config) -> String {
+    finish(
+        Network {
+            name: &cfg.link.name.0,
+            address: cfg.link.address.to_string(),
+        }
+        .render(),
+    )
+}
+
+/// The dnsmasq drop-in. `resolv_file` is the upstream list already decided by
+/// the caller (it depends on the host, see `resources::dnsmasq`).
+pub fn dnsmasq(cfg: &Config, resolv_file: Option<&Path>) -> String {
+    finish(
+        DnsmasqConf {
+            domain: &cfg.consul.domain.0,
+            consul_dns: format!("{}#{}", cfg.link.address.ip(), cfg.consul.dns_port.0),
+            listen: &cfg.dnsmasq.listen,
+            link_ip: cfg.link.address.ip(),
+            resolv_file: resolv_file.map(|p| p.display().to_string()),
+        }
+        .render(),
+    )
+}
+
+/// `interfaces.json` for the Consul agent, with bind_addr already resolved.
+pub fn consul_interfaces(cfg: &Config, bind_addr: Ipv4Addr) -> String {
+    let doc = Interfaces {
+        client_addr: cfg.consul.client_addr.to_string(),
+        bind_addr: bind_addr.to_string(),
+    };
+    let mut s = serde_json::to_string_pretty(&doc).expect("serializing plain strings");
+    s.push('\n');
+    s
+}
+
+/// `/etc/environment` with the managed variables merged into `existing`.
+pub fn environment(cfg: &Config, existing: &[u8]) -> Vec<u8> {
+    let vars: BTreeMap<String, String> = cfg
+        .environment
+        .vars
+        .iter()
+        .map(|(k, v)| (k.0.clone(), v.0.clone()))
+        .collect();
+    envfile::merge(existing, &vars)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::PathBuf;
+
+    #[test]
+    fn netdev_golden() {
+        assert_eq!(
+            netdev(&Config::default()),
+            "# Managed by nodeprep; `nodeprep apply` rewrites this file.\n\
+             # systemd-networkd creates the dummy0 link at boot from this file.\n\
+             [NetDev]\n\
+             Name=dummy0\n\
+             Kind=dummy\n"
+        );
+    }
+
+    #[test]
+    fn network_golden() {
+        assert_eq!(
+            network(&Config::default()),
+            "# Managed by nodeprep; `nodeprep apply` rewrites this file.\n\
+             [Match]\n\
+             Name=dummy0\n\
+             \n\
+             [Network]\n\
+             Address=169.254.1.1/32\n\
+             \n\
+             [Link]\n\
+             # A dummy link has no carrier to wait for: keep it out of network-online.target.\n\
+             RequiredForOnline=no\n"
+        );
+    }
+
+    #[test]
+    fn networkd_names_sort_first() {
+        assert_eq!(
+            networkd_names("dummy0"),
+            ("10-dummy0.netdev".into(), "10-dummy0.network".into())
+        );
+    }
+
+    #[test]
+    fn dnsmasq_golden_without_resolved() {
+        assert_eq!(
+            dnsmasq(&Config::default(), None),
+            "# Managed by nodeprep; `nodeprep apply` rewrites this file.\n\
+             # Queries for the consul domain go to the Consul agent's DNS interface.\n\
+             server=/consul/169.254.1.1#8600\n\
+             listen-address=127.0.0.1\n\
+             listen-address=169.254.1.1\n\
+             # bind-dynamic binds only the addresses above (never the wildcard), so dnsmasq\n\
+             # coexists with systemd-resolved on 127.0.0.53, and it binds 169.254.1.1 when\n\
+             # the link appears, even if that happens after dnsmasq started.\n\
+             bind-dynamic\n"
+        );
+    }
+
+    #[test]
+    fn dnsmasq_golden_with_resolved_upstreams() {
+        let text = dnsmasq(
+            &Config::default(),
+            Some(&PathBuf::from("/run/systemd/resolve/resolv.conf")),
+        );
+        assert!(
+            text.ends_with(
+                "bind-dynamic\n\
+             # Upstream servers for every other name: the real list behind systemd-resolved,\n\
+             # never its 127.0.0.53 stub.\n\
+             resolv-file=/run/systemd/resolve/resolv.conf\n"
+            ),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn dnsmasq_follows_domain_port_and_listen() {
+        let cfg = Config::parse(
+            "[link]\naddress = \"169.254.9.9/32\"\n[consul]\ndns_port = 53530\ndomain = \"dc1.example\"\n[dnsmasq]\nlisten = [\"169.254.9.9\"]\n",
+            Path::new("t.toml"),
+        )
+        .unwrap();
+        let text = dnsmasq(&cfg, None);
+        assert!(
+            text.contains(
+                "\nserver=/dc1.example/169.254.9.9#53530\nlisten-address=169.254.9.9\n# bind"
+            ),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn consul_interfaces_golden() {
+        assert_eq!(
+            consul_interfaces(&Config::default(), Ipv4Addr::new(10, 0, 0, 5)),
+            "{\n  \"client_addr\": \"127.0.0.1 169.254.1.1\",\n  \"bind_addr\": \"10.0.0.5\"\n}\n"
+        );
+    }
+
+    #[test]
+    fn environment_golden() {
+        assert_eq!(
+            environment(&Config::default(), b"PATH=/usr/bin\n"),
+            b"PATH=/usr/bin\nCONSUL_HTTP_ADDR=169.254.1.1:8500\n"
+        );
+    }
+}

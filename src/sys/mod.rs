@@ -1,0 +1,6 @@
+//! Side effects, one small module per kind: files, netlink, systemd, the lock.
+
+pub mod files;
+pub mod lock;
+pub mod netlink;
+pub mod systemd;

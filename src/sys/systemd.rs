@@ -1,0 +1,74 @@
+//! systemd units, through `systemctl` and `networkctl`: the supported
+//! interface to a running systemd (its D-Bus API would add a client stack for
+//! four verbs).
+
+use std::path::Path;
+use std::process::{Command, Stdio};
+
+use anyhow::{bail, Context, Result};
+
+/// A running systemd. Absent on hosts booted without it (containers, the
+/// busybox test VM), where unit verbs cannot work.
+#[derive(Debug, Clone, Copy)]
+pub struct Systemd;
+
+impl Systemd {
+    /// systemd's own test for "booted with systemd" (sd_booted(3)).
+    pub fn detect() -> Option<Systemd> {
+        Path::new("/run/systemd/system").is_dir().then_some(Systemd)
+    }
+
+    pub fn is_enabled(&self, unit: &str) -> Result<bool> {
+        status(Command::new("systemctl").args(["is-enabled", "--quiet", unit]))
+    }
+
+    pub fn is_active(&self, unit: &str) -> Result<bool> {
+        status(Command::new("systemctl").args(["is-active", "--quiet", unit]))
+    }
+
+    /// Enables a unit for the next boot without starting it now.
+    pub fn enable(&self, unit: &str) -> Result<()> {
+        run(Command::new("systemctl").args(["enable", unit]))
+    }
+
+    pub fn restart(&self, unit: &str) -> Result<()> {
+        run(Command::new("systemctl").args(["restart", unit]))
+    }
+
+    /// Makes a running systemd-networkd re-read its .netdev/.network files.
+    pub fn reload_networkd(&self) -> Result<()> {
+        run(Command::new("networkctl").arg("reload"))
+    }
+}
+
+fn status(cmd: &mut Command) -> Result<bool> {
+    let st = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .with_context(|| format!("cannot run {}", describe(cmd)))?;
+    Ok(st.success())
+}
+
+fn run(cmd: &mut Command) -> Result<()> {
+    let out = cmd
+        .stdin(Stdio::null())
+        .output()
+        .with_context(|| format!("cannot run {}", describe(cmd)))?;
+    if !out.status.success() {
+        bail!(
+            "{} failed ({}): {}",
+            describe(cmd),
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    Ok(())
+}
+
+fn describe(cmd: &Command) -> String {
+    let mut parts = vec![cmd.get_program().to_string_lossy().into_owned()];
+    parts.extend(cmd.get_args().map(|a| a.to_string_lossy().into_owned()));
+    format!("`{}`", parts.join(" "))
+}
