@@ -1,0 +1,347 @@
+//! The real binary against a temporary tree (`--root`): the converge cycle,
+//! idempotence, drift detection per resource, and refusals that change nothing.
+
+mod common;
+
+use common::{TestEnv, BIN};
+use std::os::unix::fs::PermissionsExt;
+use std::process::Command;
+
+const MANAGED: &[(&str, &str)] = &[
+    ("networkd", "/etc/systemd/network/10-dummy0.netdev"),
+    ("networkd", "/etc/systemd/network/10-dummy0.network"),
+    ("dnsmasq", "/etc/dnsmasq.d/consul.conf"),
+    ("consul-config", "/etc/consul.d/interfaces.json"),
+    ("environment", "/etc/environment"),
+];
+
+fn converged() -> TestEnv {
+    let env = TestEnv::new();
+    env.run(&["--format", "json", "apply"]).expect_code(0);
+    env
+}
+
+#[test]
+fn first_apply_changes_everything_second_changes_nothing() {
+    let env = TestEnv::new();
+    let first = env.run(&["--format", "json", "apply"]);
+    first.expect_code(0);
+    assert_eq!(
+        first.statuses(),
+        [
+            ("link", "skipped"),
+            ("networkd", "changed"),
+            ("dnsmasq", "changed"),
+            ("consul-config", "changed"),
+            ("environment", "changed"),
+        ]
+        .map(|(a, b)| (a.to_string(), b.to_string()))
+    );
+    let doc = first.json();
+    assert_eq!(doc["command"], "apply");
+    assert_eq!(doc["version"], env!("CARGO_PKG_VERSION"));
+    assert_eq!(
+        doc["summary"],
+        serde_json::json!({"ok": 0, "changed": 4, "drift": 0, "failed": 0, "skipped": 1})
+    );
+    for (_, path) in MANAGED {
+        let meta = std::fs::metadata(env.path(path)).unwrap();
+        assert_eq!(meta.permissions().mode() & 0o7777, 0o644, "{path}");
+    }
+    assert_eq!(
+        std::fs::read_to_string(env.path("/etc/consul.d/interfaces.json")).unwrap(),
+        "{\n  \"client_addr\": \"127.0.0.1 169.254.1.1\",\n  \"bind_addr\": \"192.0.2.10\"\n}\n"
+    );
+
+    let before = env.snapshot();
+    std::thread::sleep(std::time::Duration::from_millis(20));
+    let second = env.run(&["--format", "json", "apply"]);
+    second.expect_code(0);
+    assert_eq!(second.json()["summary"]["changed"], 0);
+    let managed_only = |snap: Vec<(std::path::PathBuf, i128, Vec<u8>)>| {
+        snap.into_iter()
+            .filter(|(p, _, _)| !p.ends_with("run/nodeprep.lock"))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(
+        managed_only(env.snapshot()),
+        managed_only(before),
+        "second apply rewrote a file"
+    );
+
+    env.run(&["check"]).expect_code(0);
+}
+
+#[test]
+fn each_perturbation_is_drift_of_exactly_its_resource() {
+    type Perturb = fn(&TestEnv);
+    let cases: &[(&str, Perturb)] = &[
+        ("networkd", |e| {
+            std::fs::write(
+                e.path("/etc/systemd/network/10-dummy0.netdev"),
+                "[NetDev]\nName=dummy0\nKind=bridge\n",
+            )
+            .unwrap()
+        }),
+        ("networkd", |e| {
+            std::fs::remove_file(e.path("/etc/systemd/network/10-dummy0.network")).unwrap()
+        }),
+        ("dnsmasq", |e| {
+            let p = e.path("/etc/dnsmasq.d/consul.conf");
+            let text = std::fs::read_to_string(&p)
+                .unwrap()
+                .replace("bind-dynamic", "bind-interfaces");
+            std::fs::write(p, text).unwrap()
+        }),
+        ("consul-config", |e| {
+            std::fs::set_permissions(
+                e.path("/etc/consul.d/interfaces.json"),
+                std::fs::Permissions::from_mode(0o600),
+            )
+            .unwrap()
+        }),
+        ("consul-config", |e| {
+            std::fs::write(e.path("/etc/consul.d/interfaces.json"), "{}\n").unwrap()
+        }),
+        ("environment", |e| {
+            let p = e.path("/etc/environment");
+            let text = std::fs::read_to_string(&p)
+                .unwrap()
+                .replace("169.254.1.1:8500", "127.0.0.1:8500");
+            std::fs::write(p, text).unwrap()
+        }),
+    ];
+    for (resource, perturb) in cases {
+        let env = converged();
+        perturb(&env);
+        let check = env.run(&["--format", "json", "check"]);
+        check.expect_code(2);
+        let drifted: Vec<String> = check
+            .statuses()
+            .into_iter()
+            .filter(|(_, s)| s == "drift")
+            .map(|(id, _)| id)
+            .collect();
+        assert_eq!(drifted, vec![resource.to_string()], "{}", check.stdout);
+        // apply repairs it, and check is clean again
+        let apply = env.run(&["--format", "json", "apply"]);
+        apply.expect_code(0);
+        assert_eq!(apply.json()["summary"]["changed"], 1, "{}", apply.stdout);
+        env.run(&["check"]).expect_code(0);
+    }
+}
+
+#[test]
+fn environment_merge_keeps_foreign_lines_byte_for_byte() {
+    let env = TestEnv::new();
+    let original: &[u8] = b"# set by the image\nPATH=\"/usr/local/sbin:/usr/bin\"\r\nLANG=C.UTF-8\n\nCONSUL_HTTP_ADDR=127.0.0.1:8500\nodd line \xff\xfe\nCONSUL_HTTP_ADDR=stale\nLAST=no-newline";
+    std::fs::create_dir_all(env.path("/etc")).unwrap();
+    std::fs::write(env.path("/etc/environment"), original).unwrap();
+    env.run(&["apply", "--only", "environment"]).expect_code(0);
+    assert_eq!(
+        std::fs::read(env.path("/etc/environment")).unwrap(),
+        b"# set by the image\nPATH=\"/usr/local/sbin:/usr/bin\"\r\nLANG=C.UTF-8\n\nCONSUL_HTTP_ADDR=169.254.1.1:8500\nodd line \xff\xfe\nLAST=no-newline".to_vec()
+    );
+}
+
+#[test]
+fn dry_run_and_plan_report_pending_changes_and_write_nothing() {
+    let env = TestEnv::new();
+    let dry = env.run(&["--format", "json", "apply", "--dry-run"]);
+    dry.expect_code(2);
+    assert_eq!(dry.json()["summary"]["drift"], 4);
+    let plan = env.run(&["plan"]);
+    plan.expect_code(2);
+    assert!(
+        plan.stdout.contains("+server=/consul/169.254.1.1#8600"),
+        "{}",
+        plan.stdout
+    );
+    assert!(
+        env.snapshot().is_empty(),
+        "dry run wrote {:?}",
+        env.snapshot()
+    );
+}
+
+#[test]
+fn bad_configs_exit_78_and_write_nothing() {
+    let cases: &[(&str, &str)] = &[
+        ("[link]\nname = \"this-name-is-too-long\"\n", "link.name"),
+        ("[link]\naddress = \"169.254.1.1/16\"\n", "link.address"),
+        ("[consul]\nbind_addr = \"not-an-ip\"\n", "consul.bind_addr"),
+        ("[consul]\ndns_port = 0\n", "consul.dns_port"),
+        (
+            "[dnsmasq]\nlisten = [\"127.0.0.1\", \"localhost\"]\n",
+            "dnsmasq.listen",
+        ),
+        (
+            "[environment]\nfile = \"etc/environment\"\n",
+            "environment.file",
+        ),
+        ("[consul]\nunknown_key = 1\n", "unknown_key"),
+        ("[link\n", "line 1"),
+    ];
+    for (text, needle) in cases {
+        let env = TestEnv::new();
+        env.write_config(text);
+        for args in [&["apply"][..], &["check"], &["config", "validate"]] {
+            let run = env.run(args);
+            run.expect_code(78);
+            assert!(
+                run.stderr.contains(needle),
+                "{args:?} {text:?}: {}",
+                run.stderr
+            );
+            assert!(
+                run.stderr.contains("nodeprep.toml"),
+                "error must name the file: {}",
+                run.stderr
+            );
+        }
+        assert!(
+            env.snapshot().is_empty(),
+            "{text:?} wrote {:?}",
+            env.snapshot()
+        );
+    }
+}
+
+#[test]
+fn bad_command_lines_exit_64() {
+    let env = TestEnv::new();
+    env.run(&["apply", "--only", "nosuch"]).expect_code(64);
+    env.run(&["frobnicate"]).expect_code(64);
+    env.run(&["check", "--dry-run"]).expect_code(64);
+    let run = Command::new(BIN)
+        .args(["--root", "/nonexistent/tree", "apply"])
+        .output()
+        .unwrap();
+    assert_eq!(run.status.code(), Some(64));
+    assert!(env.snapshot().is_empty());
+}
+
+#[test]
+fn config_default_parses_back_and_validates() {
+    let out = Command::new(BIN)
+        .args(["config", "default"])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let env = TestEnv::new();
+    env.write_config(std::str::from_utf8(&out.stdout).unwrap());
+    env.run(&["config", "validate"]).expect_code(0);
+    let explicit = Command::new(BIN)
+        .args(["config", "validate"])
+        .arg(env.config())
+        .output()
+        .unwrap();
+    assert_eq!(explicit.status.code(), Some(0));
+    let missing = Command::new(BIN)
+        .args(["config", "validate", "/nonexistent/nodeprep.toml"])
+        .output()
+        .unwrap();
+    assert_eq!(missing.status.code(), Some(78));
+}
+
+#[test]
+fn live_apply_as_non_root_exits_77_and_changes_nothing() {
+    use std::os::unix::process::CommandExt;
+    if !nix::unistd::geteuid().is_root() {
+        return common::prerequisite_missing("must run as root to drop to an unprivileged user");
+    }
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
+    // Every managed path points into the temp dir, so "nothing changed" is
+    // checkable and the host's /etc is never at risk.
+    let d = dir.path().display();
+    let config = dir.path().join("nodeprep.toml");
+    std::fs::write(
+        &config,
+        format!("[networkd]\ndir = \"{d}/network\"\n[dnsmasq]\nfile = \"{d}/dnsmasq.conf\"\n[consul]\nconfig_dir = \"{d}/consul.d\"\nbind_addr = \"192.0.2.10\"\n[environment]\nfile = \"{d}/environment\"\n"),
+    )
+    .unwrap();
+    std::fs::set_permissions(&config, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let out = Command::new(BIN)
+        .arg("--config")
+        .arg(&config)
+        .arg("apply")
+        .uid(65534)
+        .gid(65534)
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(77),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains("must run as root"));
+    let entries: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(entries, vec![std::ffi::OsString::from("nodeprep.toml")]);
+}
+
+#[test]
+fn a_second_apply_is_refused_while_the_lock_is_held() {
+    use nix::fcntl::{Flock, FlockArg};
+    use std::io::Write;
+    let env = TestEnv::new();
+    let lock_path = env.path("/run/nodeprep.lock");
+    std::fs::create_dir_all(lock_path.parent().unwrap()).unwrap();
+    let file = std::fs::File::create(&lock_path).unwrap();
+    let mut held = Flock::lock(file, FlockArg::LockExclusiveNonblock)
+        .map_err(|(_, e)| e)
+        .unwrap();
+    writeln!(held, "{}", std::process::id()).unwrap();
+    let run = env.run(&["apply"]);
+    run.expect_code(1);
+    assert!(
+        run.stderr.contains(&format!("pid {}", std::process::id())),
+        "{}",
+        run.stderr
+    );
+    assert!(
+        !env.path("/etc").exists(),
+        "apply changed files without the lock"
+    );
+    // check and dry runs do not need the lock
+    env.run(&["check"]).expect_code(2);
+    drop(held);
+    env.run(&["apply"]).expect_code(0);
+}
+
+#[test]
+fn bind_addr_auto_is_not_guessed_offline() {
+    let env = TestEnv::new();
+    env.write_config("");
+    let run = env.run(&["--format", "json", "apply"]);
+    run.expect_code(0);
+    let consul = run
+        .statuses()
+        .into_iter()
+        .find(|(id, _)| id == "consul-config")
+        .unwrap();
+    assert_eq!(consul.1, "skipped");
+    assert!(!env.path("/etc/consul.d/interfaces.json").exists());
+}
+
+#[test]
+fn human_output_has_one_line_per_resource_and_a_summary() {
+    let env = TestEnv::new();
+    let run = env.run(&["apply"]);
+    run.expect_code(0);
+    let lines: Vec<&str> = run.stdout.lines().collect();
+    assert_eq!(lines.len(), 6, "{}", run.stdout);
+    assert!(lines[0].starts_with("skipped  link "), "{}", lines[0]);
+    assert!(lines[1].starts_with("changed  networkd "), "{}", lines[1]);
+    assert_eq!(
+        lines[5],
+        "apply: 0 ok, 4 changed, 0 drift, 0 failed, 1 skipped"
+    );
+    let quiet = env.run(&["-q", "apply"]);
+    quiet.expect_code(0);
+    assert_eq!(quiet.stdout, "");
+}

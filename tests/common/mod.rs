@@ -1,0 +1,139 @@
+//! Shared helpers for integration tests that run the real nodeprep binary.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_nodeprep");
+
+/// A temporary tree for `--root` runs, with a config file beside it (outside
+/// the tree, so the tree holds only what nodeprep writes).
+pub struct TestEnv {
+    pub dir: tempfile::TempDir,
+}
+
+impl TestEnv {
+    pub fn new() -> TestEnv {
+        let env = TestEnv {
+            dir: tempfile::tempdir().unwrap(),
+        };
+        std::fs::create_dir(env.root()).unwrap();
+        env.write_config("[consul]\nbind_addr = \"192.0.2.10\"\n");
+        env
+    }
+
+    pub fn root(&self) -> PathBuf {
+        self.dir.path().join("root")
+    }
+
+    pub fn config(&self) -> PathBuf {
+        self.dir.path().join("nodeprep.toml")
+    }
+
+    pub fn write_config(&self, text: &str) {
+        std::fs::write(self.config(), text).unwrap();
+    }
+
+    /// A path inside the tree, given as the host path nodeprep manages.
+    pub fn path(&self, host_path: &str) -> PathBuf {
+        self.root().join(host_path.trim_start_matches('/'))
+    }
+
+    /// Runs `nodeprep --root <tree> --config <file> <args>`.
+    pub fn run(&self, args: &[&str]) -> Run {
+        let mut cmd = Command::new(BIN);
+        cmd.arg("--root")
+            .arg(self.root())
+            .arg("--config")
+            .arg(self.config())
+            .args(args);
+        Run::from(cmd.output().unwrap())
+    }
+
+    /// Every file under the tree with its modification time (ns).
+    pub fn snapshot(&self) -> Vec<(PathBuf, i128, Vec<u8>)> {
+        let mut out = Vec::new();
+        walk(&self.root(), &mut out);
+        out.sort();
+        out
+    }
+}
+
+fn walk(dir: &Path, out: &mut Vec<(PathBuf, i128, Vec<u8>)>) {
+    use std::os::unix::fs::MetadataExt;
+    for e in std::fs::read_dir(dir).unwrap() {
+        let e = e.unwrap();
+        let meta = e.metadata().unwrap();
+        if meta.is_dir() {
+            walk(&e.path(), out);
+        } else {
+            let mtime = meta.mtime() as i128 * 1_000_000_000 + meta.mtime_nsec() as i128;
+            out.push((e.path(), mtime, std::fs::read(e.path()).unwrap()));
+        }
+    }
+}
+
+pub struct Run {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl From<Output> for Run {
+    fn from(o: Output) -> Run {
+        Run {
+            code: o.status.code().expect("nodeprep was killed by a signal"),
+            stdout: String::from_utf8_lossy(&o.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&o.stderr).into_owned(),
+        }
+    }
+}
+
+impl Run {
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_str(&self.stdout).unwrap_or_else(|e| {
+            panic!(
+                "stdout is not one JSON document ({e}):\n{}\nstderr:\n{}",
+                self.stdout, self.stderr
+            )
+        })
+    }
+
+    /// `id -> status` of every resource in a JSON report.
+    pub fn statuses(&self) -> Vec<(String, String)> {
+        self.json()["resources"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| {
+                (
+                    r["id"].as_str().unwrap().to_string(),
+                    r["status"].as_str().unwrap().to_string(),
+                )
+            })
+            .collect()
+    }
+
+    pub fn expect_code(&self, code: i32) -> &Run {
+        assert_eq!(
+            self.code, code,
+            "exit code\nstdout:\n{}\nstderr:\n{}",
+            self.stdout, self.stderr
+        );
+        self
+    }
+}
+
+/// True when tests that need root, a VM or a namespace must run (CI), false
+/// when they may skip with a message (a developer's machine).
+pub fn required() -> bool {
+    std::env::var("CI").is_ok_and(|v| v == "true")
+}
+
+/// Fails under CI, skips loudly elsewhere. A skipped test is not a pass.
+pub fn prerequisite_missing(why: &str) {
+    if required() {
+        panic!("prerequisite missing under CI=true: {why}");
+    }
+    eprintln!("SKIPPED (not a pass): {why}");
+}
