@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# Installs what the test suite needs on a Debian host (run as root). Safe to
+# run again: apt skips what is installed.
+#   qemu-system-x86, busybox-static, cpio  real-kernel VM tests (tests/vm)
+#   mmdebstrap, e2fsprogs                  Debian VM tier (tests/debian-vm)
+#   dnsmasq-base, bind9-dnsutils           real dnsmasq answering through nodeprep's file
+#   iproute2, util-linux                   network namespaces (ip netns, unshare)
+set -euo pipefail
+
+packages=(qemu-system-x86 busybox-static cpio mmdebstrap e2fsprogs dnsmasq-base bind9-dnsutils iproute2 util-linux)
+
+missing=()
+for p in "${packages[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+    echo "setup: installing ${missing[*]}"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+echo "setup: prerequisites present"
