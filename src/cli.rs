@@ -60,6 +60,18 @@ pub enum Command {
     Config(ConfigCommand),
 }
 
+impl Command {
+    pub fn name(&self) -> &'static str {
+        match self {
+            Command::Apply(_) => "apply",
+            Command::Check(_) => "check",
+            Command::Plan(_) => "plan",
+            Command::Facts => "facts",
+            Command::Config(_) => "config",
+        }
+    }
+}
+
 #[derive(Debug, Args)]
 pub struct ApplyArgs {
     /// Change nothing; report what would change (exit 2 if anything would)

@@ -2,7 +2,7 @@ use std::process::ExitCode;
 
 use clap::error::ErrorKind;
 use clap::Parser;
-use nodeprep::cli::Cli;
+use nodeprep::cli::{Cli, Format};
 use nodeprep::exit::Exit;
 
 fn main() -> ExitCode {
@@ -19,10 +19,16 @@ fn main() -> ExitCode {
             .into();
         }
     };
+    let format = cli.format;
+    let command = cli.command.name();
     match nodeprep::app::run(cli) {
         Ok(exit) => exit.into(),
         Err(fatal) => {
             eprintln!("nodeprep: {fatal}");
+            if format == Format::Json {
+                // Scripts parsing stdout still get one document, saying why.
+                nodeprep::output::fatal(command, &fatal);
+            }
             fatal.exit.into()
         }
     }

@@ -4,6 +4,7 @@
 use std::io::{self, Write};
 
 use crate::cli::Format;
+use crate::exit::Fatal;
 use crate::facts::Facts;
 use crate::report::{Report, Status};
 
@@ -52,6 +53,18 @@ pub fn report(r: &Report, format: Format, verbosity: Verbosity) -> io::Result<()
             Ok(())
         }
     }
+}
+
+/// The JSON document for a run that ended before any resource was looked at
+/// (bad configuration, not root, lock held).
+pub fn fatal(command: &str, fatal: &Fatal) {
+    let doc = serde_json::json!({
+        "command": command,
+        "version": env!("CARGO_PKG_VERSION"),
+        "error": format!("{:#}", fatal.error),
+        "exit_code": fatal.exit as u8,
+    });
+    println!("{doc}");
 }
 
 pub fn facts(f: &Facts, format: Format) -> io::Result<()> {

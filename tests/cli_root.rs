@@ -345,3 +345,27 @@ fn human_output_has_one_line_per_resource_and_a_summary() {
     quiet.expect_code(0);
     assert_eq!(quiet.stdout, "");
 }
+
+#[test]
+fn shipped_example_configs_validate() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("configs");
+    let mut seen = 0;
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|e| e == "toml") {
+            let out = Command::new(BIN)
+                .args(["config", "validate"])
+                .arg(&path)
+                .output()
+                .unwrap();
+            assert!(
+                out.status.success(),
+                "{}: {}",
+                path.display(),
+                String::from_utf8_lossy(&out.stderr)
+            );
+            seen += 1;
+        }
+    }
+    assert!(seen > 0, "no example configs in {}", dir.display());
+}
