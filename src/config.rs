@@ -38,6 +38,10 @@ pub struct File {
     pub consul: ConsulFile,
     #[serde(default)]
     pub environment: EnvironmentFile,
+    #[serde(default)]
+    pub docker: DockerFile,
+    #[serde(default)]
+    pub registrator: RegistratorFile,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -71,6 +75,36 @@ pub struct ConsulFile {
     pub http_port: Option<Port>,
     pub dns_port: Option<Port>,
     pub domain: Option<DnsDomain>,
+    pub image: Option<ImageRef>,
+    pub container: Option<ContainerName>,
+    pub replace_unmanaged: Option<bool>,
+    /// The image's `consul` user, which runs the agent and owns the data dir.
+    pub uid: Option<u32>,
+    pub gid: Option<u32>,
+    pub role: Option<Role>,
+    pub datacenter: Option<Datacenter>,
+    pub node_name: Option<NodeName>,
+    pub retry_join: Option<Vec<JoinAddr>>,
+    pub bootstrap_expect: Option<toml::Spanned<u32>>,
+    pub encrypt: Option<toml::Spanned<GossipKey>>,
+    pub encrypt_file: Option<toml::Spanned<AbsPath>>,
+    pub ui: Option<toml::Spanned<bool>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DockerFile {
+    pub socket: Option<AbsPath>,
+    pub wait_secs: Option<WaitSecs>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RegistratorFile {
+    pub image: Option<ImageRef>,
+    pub container: Option<ContainerName>,
+    pub replace_unmanaged: Option<bool>,
+    pub args: Option<Vec<RegistratorArg>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -88,6 +122,8 @@ pub struct Config {
     pub dnsmasq: Dnsmasq,
     pub consul: Consul,
     pub environment: Environment,
+    pub docker: Docker,
+    pub registrator: Registrator,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -117,6 +153,46 @@ pub struct Consul {
     pub http_port: Port,
     pub dns_port: Port,
     pub domain: DnsDomain,
+    pub image: ImageRef,
+    pub container: ContainerName,
+    pub replace_unmanaged: bool,
+    pub uid: u32,
+    pub gid: u32,
+    pub cluster: Cluster,
+}
+
+/// The agent's cluster settings, written to `agent.json`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Cluster {
+    pub role: Role,
+    pub datacenter: Datacenter,
+    /// `None`: Consul uses the host name (the container shares the host's
+    /// network and so its host name).
+    pub node_name: Option<NodeName>,
+    pub retry_join: Vec<JoinAddr>,
+    /// Servers only.
+    pub bootstrap_expect: Option<u32>,
+    /// The gossip key, from `encrypt` or `encrypt_file`. A secret: never printed.
+    #[serde(skip)]
+    pub encrypt: Option<GossipKey>,
+    /// Servers only.
+    pub ui: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Docker {
+    pub socket: AbsPath,
+    /// How long `apply` waits for dockerd's socket to answer (cloud-init can
+    /// run nodeprep while dockerd is still starting). `check` never waits.
+    pub wait_secs: WaitSecs,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Registrator {
+    pub image: ImageRef,
+    pub container: ContainerName,
+    pub replace_unmanaged: bool,
+    pub args: Vec<RegistratorArg>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -128,14 +204,23 @@ pub struct Environment {
 
 impl Default for Config {
     fn default() -> Self {
-        Config::resolve(File::default())
+        Config::resolve(File::default(), "").expect("the embedded default is valid")
     }
 }
+
+/// The pinned default images. hashicorp/consul is the official image
+/// (library/consul is gone). gliderlabs/registrator's last release is v7
+/// (2016): it is the image the recipes use and it still works against the
+/// Docker Engine API; the maintained fork fayrus/registrator can be set
+/// through `registrator.image`.
+pub const DEFAULT_CONSUL_IMAGE: &str = "hashicorp/consul:1.20.1";
+pub const DEFAULT_REGISTRATOR_IMAGE: &str = "gliderlabs/registrator:v7";
 
 impl Config {
     /// Fills in every default. Defaults that name the link address follow a
     /// configured `link.address`, so changing one key keeps the layout coherent.
-    pub fn resolve(file: File) -> Config {
+    pub fn resolve(file: File, text: &str) -> Result<Config, String> {
+        let cluster = resolve_cluster(&file.consul, text)?;
         let link = Link {
             name: file.link.name.unwrap_or_else(|| IfName("dummy0".into())),
             address: file.link.address.unwrap_or(LinkAddress(Ipv4Net::new_assert(
@@ -164,6 +249,18 @@ impl Config {
                 .consul
                 .domain
                 .unwrap_or_else(|| DnsDomain("consul".into())),
+            image: file
+                .consul
+                .image
+                .unwrap_or_else(|| ImageRef(DEFAULT_CONSUL_IMAGE.into())),
+            container: file
+                .consul
+                .container
+                .unwrap_or_else(|| ContainerName("consul".into())),
+            replace_unmanaged: file.consul.replace_unmanaged.unwrap_or(false),
+            uid: file.consul.uid.unwrap_or(100),
+            gid: file.consul.gid.unwrap_or(1000),
+            cluster,
         };
         let mut vars = BTreeMap::new();
         vars.insert(
@@ -173,7 +270,26 @@ impl Config {
         // Variables from the file are added to the managed set and may
         // override the default value of CONSUL_HTTP_ADDR.
         vars.extend(file.environment.vars.unwrap_or_default());
-        Config {
+        Ok(Config {
+            docker: Docker {
+                socket: file
+                    .docker
+                    .socket
+                    .unwrap_or_else(|| abs("/var/run/docker.sock")),
+                wait_secs: file.docker.wait_secs.unwrap_or(WaitSecs(60)),
+            },
+            registrator: Registrator {
+                image: file
+                    .registrator
+                    .image
+                    .unwrap_or_else(|| ImageRef(DEFAULT_REGISTRATOR_IMAGE.into())),
+                container: file
+                    .registrator
+                    .container
+                    .unwrap_or_else(|| ContainerName("registrator".into())),
+                replace_unmanaged: file.registrator.replace_unmanaged.unwrap_or(false),
+                args: file.registrator.args.unwrap_or_default(),
+            },
             networkd: Networkd {
                 dir: file
                     .networkd
@@ -200,7 +316,7 @@ impl Config {
             },
             link,
             consul,
-        }
+        })
     }
 
     /// Parses configuration text. `origin` names the file in error messages.
@@ -210,10 +326,28 @@ impl Config {
         // serde_path_to_error records the key path ("consul.bind_addr") while
         // the toml error itself carries the line, column and offending text.
         let file: File = serde_path_to_error::deserialize(de).map_err(|e| {
-            let key = e.path().to_string();
-            anyhow::Error::new(e.into_inner()).context(format!("{}: key `{key}`", invalid()))
+            // Spanned<T> fields show up as an inner private key: drop it.
+            let key = e
+                .path()
+                .to_string()
+                .replace(".$__serde_spanned_private_value", "");
+            let inner = e.into_inner();
+            if key == "consul.encrypt" {
+                // The toml error quotes the offending line: never for a secret.
+                let line = inner
+                    .span()
+                    .and_then(|s| text.get(..s.start))
+                    .map_or(0, |t| t.matches('\n').count())
+                    + 1;
+                return anyhow::anyhow!(
+                    "{}: line {line}, key `{key}`: {}",
+                    invalid(),
+                    inner.message()
+                );
+            }
+            anyhow::Error::new(inner).context(format!("{}: key `{key}`", invalid()))
         })?;
-        Ok(Config::resolve(file))
+        Config::resolve(file, text).map_err(|e| anyhow::anyhow!("{}: {e}", invalid()))
     }
 
     /// Loads the configuration. With no explicit path, a missing default file
@@ -233,6 +367,83 @@ impl Config {
             }
         }
     }
+}
+
+/// Cross-field rules of the cluster settings, reported with the line of the
+/// offending key (`text` is the file, for line numbers).
+fn resolve_cluster(c: &ConsulFile, text: &str) -> Result<Cluster, String> {
+    let at = |span: std::ops::Range<usize>, key: &str| {
+        let line = text
+            .get(..span.start)
+            .map_or(0, |t| t.matches('\n').count())
+            + 1;
+        format!("line {line}, key `consul.{key}`")
+    };
+    let role = c.role.unwrap_or(Role::Client);
+    let bootstrap_expect = match (&c.bootstrap_expect, role) {
+        (Some(b), Role::Client) => {
+            return Err(format!(
+                "{}: bootstrap_expect applies to servers only; remove it or set consul.role = \"server\"",
+                at(b.span(), "bootstrap_expect")
+            ))
+        }
+        (Some(b), Role::Server) if *b.get_ref() == 0 => {
+            return Err(format!("{}: bootstrap_expect must be at least 1", at(b.span(), "bootstrap_expect")))
+        }
+        (Some(b), Role::Server) => Some(*b.get_ref()),
+        (None, Role::Server) => {
+            return Err("key `consul.bootstrap_expect`: a server needs it (1 for a single server, \
+                        3 or 5 for a cluster): without it no leader is ever elected"
+                .to_string())
+        }
+        (None, Role::Client) => None,
+    };
+    let ui = match (&c.ui, role) {
+        (Some(u), Role::Client) if *u.get_ref() => {
+            return Err(format!(
+                "{}: the UI is served by servers only here; set consul.role = \"server\"",
+                at(u.span(), "ui")
+            ))
+        }
+        (Some(u), _) => *u.get_ref(),
+        (None, _) => false,
+    };
+    let encrypt = match (&c.encrypt, &c.encrypt_file) {
+        (Some(_), Some(f)) => {
+            return Err(format!(
+                "{}: set either encrypt or encrypt_file, not both",
+                at(f.span(), "encrypt_file")
+            ))
+        }
+        (Some(k), None) => Some(k.get_ref().clone()),
+        (None, Some(f)) => {
+            let path = f.get_ref().as_path();
+            let key = std::fs::read_to_string(path).map_err(|e| {
+                format!(
+                    "{}: cannot read {}: {e}",
+                    at(f.span(), "encrypt_file"),
+                    path.display()
+                )
+            })?;
+            // The key itself is never echoed, only where it came from.
+            Some(GossipKey::try_from(key.trim().to_string()).map_err(|e| {
+                format!("{}: {}: {e}", at(f.span(), "encrypt_file"), path.display())
+            })?)
+        }
+        (None, None) => None,
+    };
+    Ok(Cluster {
+        role,
+        datacenter: c
+            .datacenter
+            .clone()
+            .unwrap_or_else(|| Datacenter("dc1".into())),
+        node_name: c.node_name.clone(),
+        retry_join: c.retry_join.clone().unwrap_or_default(),
+        bootstrap_expect,
+        encrypt,
+        ui,
+    })
 }
 
 /// Where the configuration came from, for `facts` and verbose output.
@@ -549,6 +760,202 @@ impl fmt::Display for EnvValue {
     }
 }
 
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    Client,
+    Server,
+}
+
+string_newtype!(
+    /// A Docker image reference, pinned: a tag other than `latest`, or a
+    /// digest. An unpinned image changes under a converged host.
+    ImageRef(String),
+    |s| {
+        let (name, digest) = match s.split_once('@') {
+            Some((n, d)) => (n, Some(d)),
+            None => (s.as_str(), None),
+        };
+        let last_slash = name.rfind('/').map_or(0, |i| i + 1);
+        let (repo, tag) = match name[last_slash..].rfind(':') {
+            Some(i) => (&name[..last_slash + i], Some(&name[last_slash + i + 1..])),
+            None => (name, None),
+        };
+        let path_ok = |p: &str| {
+            !p.is_empty()
+                && p.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"._-".contains(&b))
+                && p.bytes().next().is_some_and(|b| b.is_ascii_alphanumeric())
+        };
+        // The first component may be a registry host[:port], which may hold
+        // uppercase letters, dots and a port.
+        let mut comps: Vec<&str> = repo.split('/').collect();
+        if comps.len() > 1 && (comps[0].contains(['.', ':']) || comps[0] == "localhost") {
+            comps.remove(0);
+        }
+        let tag_ok = tag.is_none_or(|t| {
+            !t.is_empty() && t.len() <= 128 && t.bytes().all(|b| b.is_ascii_alphanumeric() || b"_.-".contains(&b))
+        });
+        let digest_ok = digest.is_none_or(|d| d.starts_with("sha256:") && d.len() == 71);
+        if !comps.iter().all(|c| path_ok(c)) || !tag_ok || !digest_ok {
+            Err(format!("{s:?} is not a valid image reference (e.g. \"hashicorp/consul:1.20.1\")"))
+        } else if digest.is_none() && matches!(tag, None | Some("latest")) {
+            Err(format!("image {s:?} is not pinned: give a version tag (not `latest`) or a digest, so that a converged host stays converged"))
+        } else {
+            Ok(s)
+        }
+    }
+);
+impl From<ImageRef> for String {
+    fn from(v: ImageRef) -> String {
+        v.0
+    }
+}
+impl fmt::Display for ImageRef {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+string_newtype!(
+    /// A container name as Docker accepts it.
+    ContainerName(String),
+    |s| {
+        let ok = s.len() >= 2
+            && s.bytes().next().is_some_and(|b| b.is_ascii_alphanumeric())
+            && s.bytes().all(|b| b.is_ascii_alphanumeric() || b"_.-".contains(&b));
+        if ok { Ok(s) } else { Err(format!("{s:?} is not a valid container name ([a-zA-Z0-9][a-zA-Z0-9_.-]+)")) }
+    }
+);
+impl From<ContainerName> for String {
+    fn from(v: ContainerName) -> String {
+        v.0
+    }
+}
+impl fmt::Display for ContainerName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+string_newtype!(
+    /// A Consul datacenter name.
+    Datacenter(String),
+    |s| {
+        let ok = !s.is_empty() && s.len() <= 64 && s.bytes().all(|b| b.is_ascii_alphanumeric() || b"_-".contains(&b));
+        if ok { Ok(s) } else { Err(format!("{s:?} is not a valid datacenter name (letters, digits, '-' and '_')")) }
+    }
+);
+impl From<Datacenter> for String {
+    fn from(v: Datacenter) -> String {
+        v.0
+    }
+}
+
+string_newtype!(
+    /// A Consul node name; it becomes a DNS label (`<node>.node.consul`).
+    NodeName(String),
+    |s| {
+        let ok = !s.is_empty() && s.len() <= 63 && s.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b));
+        if ok { Ok(s) } else { Err(format!("{s:?} is not a valid node name (letters, digits, '-', '_' and '.', at most 63)")) }
+    }
+);
+impl From<NodeName> for String {
+    fn from(v: NodeName) -> String {
+        v.0
+    }
+}
+
+string_newtype!(
+    /// A `retry_join` entry: an address, a host name, or a cloud auto-join
+    /// string (`provider=aws tag_key=... tag_value=...`), passed through as is.
+    JoinAddr(String),
+    |s| {
+        if s.trim().is_empty() {
+            Err("retry_join entries may not be empty".to_string())
+        } else if s.trim() != s || s.contains(['\n', '\r', '"']) {
+            Err(format!("retry_join entry {s:?} has surrounding blanks, quotes or line breaks"))
+        } else {
+            Ok(s)
+        }
+    }
+);
+impl From<JoinAddr> for String {
+    fn from(v: JoinAddr) -> String {
+        v.0
+    }
+}
+
+/// Consul's gossip encryption key: base64 of 16 or 32 bytes. A secret: its
+/// Debug output is redacted, and it is never serialized by the config.
+#[derive(Clone, PartialEq, Eq, Deserialize)]
+#[serde(try_from = "String")]
+pub struct GossipKey(String);
+impl TryFrom<String> for GossipKey {
+    type Error = String;
+    fn try_from(s: String) -> Result<Self, String> {
+        use base64::Engine;
+        match base64::engine::general_purpose::STANDARD.decode(s.as_bytes()) {
+            Ok(bytes) if bytes.len() == 16 || bytes.len() == 32 => Ok(GossipKey(s)),
+            Ok(bytes) => Err(format!(
+                "the gossip key decodes to {} bytes; Consul needs 16 or 32 (generate one with `consul keygen`)",
+                bytes.len()
+            )),
+            Err(_) => Err("the gossip key is not valid base64 (generate one with `consul keygen`)".to_string()),
+        }
+    }
+}
+impl GossipKey {
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+impl fmt::Debug for GossipKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("GossipKey(<redacted>)")
+    }
+}
+
+/// Seconds to wait for dockerd, 0 to 600.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(try_from = "i64", into = "u64")]
+pub struct WaitSecs(pub u64);
+impl TryFrom<i64> for WaitSecs {
+    type Error = String;
+    fn try_from(n: i64) -> Result<Self, String> {
+        match u64::try_from(n) {
+            Ok(v) if v <= 600 => Ok(WaitSecs(v)),
+            _ => Err(format!("{n} is out of range 0-600 seconds")),
+        }
+    }
+}
+impl From<WaitSecs> for u64 {
+    fn from(w: WaitSecs) -> u64 {
+        w.0
+    }
+}
+
+string_newtype!(
+    /// An extra registrator option such as `-internal` or `-resync=30`;
+    /// nodeprep adds `-ip` and the consul:// URI itself, URI last.
+    RegistratorArg(String),
+    |s| {
+        if s.is_empty() || s.contains(char::is_whitespace) {
+            Err(format!("registrator argument {s:?} must be one non-empty word (write -resync=30, not \"-resync 30\")"))
+        } else if s.contains("://") {
+            Err(format!("registrator argument {s:?} looks like a registry URI; nodeprep adds consul://<link address>:<http_port> itself"))
+        } else if s == "-ip" || s.starts_with("-ip=") {
+            Err("registrator's -ip is set by nodeprep from consul.bind_addr".to_string())
+        } else {
+            Ok(s)
+        }
+    }
+);
+impl From<RegistratorArg> for String {
+    fn from(v: RegistratorArg) -> String {
+        v.0
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -603,6 +1010,49 @@ mod tests {
         assert_eq!(
             c.environment.vars[&EnvName("CONSUL_HTTP_ADDR".into())].0,
             "169.254.7.7:8501"
+        );
+    }
+
+    #[test]
+    fn pinned_image_references_are_accepted() {
+        for image in [
+            "hashicorp/consul:1.20.1",
+            "gliderlabs/registrator:v7",
+            "localhost:5000/consul:1.20",
+            "127.0.0.1:5999/nodeprep-test/absent:1",
+            "registry.example.com/team/consul@sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef",
+        ] {
+            parse(&format!("[consul]\nimage = \"{image}\"\n")).unwrap_or_else(|e| panic!("{image}: {e:#}"));
+        }
+    }
+
+    #[test]
+    fn gossip_key_never_appears_in_debug_output() {
+        let key = "pUqJrVyVRj5jsiYEkM/tFQYfWyJIv4s3XkvDwy7Cu5s=";
+        let c = parse(&format!("[consul]\nencrypt = \"{key}\"\n")).unwrap();
+        assert!(!format!("{c:?}").contains(key));
+        assert!(!serde_json::to_string(&c).unwrap().contains(key));
+        // A mistyped key is not echoed in the error either.
+        let typo = &key[..key.len() - 2];
+        let e = err(&format!("[consul]\nencrypt = \"{typo}\"\n"));
+        assert!(!e.contains(typo) && e.contains("line 2"), "{e}");
+    }
+
+    #[test]
+    fn encrypt_file_is_read_and_validated() {
+        let dir = tempfile::tempdir().unwrap();
+        let key = dir.path().join("gossip.key");
+        std::fs::write(&key, "pUqJrVyVRj5jsiYEkM/tFQYfWyJIv4s3XkvDwy7Cu5s=\n").unwrap();
+        let c = parse(&format!("[consul]\nencrypt_file = \"{}\"\n", key.display())).unwrap();
+        assert_eq!(
+            c.consul.cluster.encrypt.unwrap().expose(),
+            "pUqJrVyVRj5jsiYEkM/tFQYfWyJIv4s3XkvDwy7Cu5s="
+        );
+        std::fs::write(&key, "secret-but-wrong\n").unwrap();
+        let e = err(&format!("[consul]\nencrypt_file = \"{}\"\n", key.display()));
+        assert!(
+            e.contains("consul.encrypt_file") && !e.contains("secret-but-wrong"),
+            "{e}"
         );
     }
 
@@ -662,6 +1112,56 @@ mod tests {
             ),
             ("[bogus]\n", &["line 1", "bogus"]),
             ("link = 3\n", &["line 1", "link"]),
+            (
+                "[consul]\n\nbootstrap_expect = 3\n",
+                &["line 3", "consul.bootstrap_expect", "servers only"],
+            ),
+            (
+                "[consul]\nrole = \"server\"\n",
+                &["consul.bootstrap_expect", "a server needs it"],
+            ),
+            ("[consul]\nrole = \"leader\"\n", &["line 2", "consul.role"]),
+            (
+                "[consul]\nencrypt = \"c2hvcnQ=\"\n",
+                &["line 2", "consul.encrypt", "16 or 32"],
+            ),
+            (
+                "[consul]\nencrypt = \"not base64!\"\n",
+                &["line 2", "consul.encrypt", "base64"],
+            ),
+            (
+                "[consul]\nretry_join = [\"10.0.0.1\", \"\"]\n",
+                &["line 2", "consul.retry_join", "empty"],
+            ),
+            (
+                "[consul]\nimage = \"hashicorp/consul\"\n",
+                &["line 2", "consul.image", "not pinned"],
+            ),
+            (
+                "[consul]\nimage = \"hashicorp/consul:latest\"\n",
+                &["consul.image", "not pinned"],
+            ),
+            (
+                "[consul]\nimage = \"Hashicorp/Consul:1.2\"\n",
+                &["consul.image", "not a valid image"],
+            ),
+            ("[consul]\ncontainer = \"-bad\"\n", &["consul.container"]),
+            (
+                "[consul]\nencrypt_file = \"/nonexistent/key\"\n",
+                &["line 2", "consul.encrypt_file", "/nonexistent/key"],
+            ),
+            (
+                "[registrator]\nargs = [\"-resync 30\"]\n",
+                &["line 2", "registrator.args"],
+            ),
+            (
+                "[registrator]\nargs = [\"consul://1.2.3.4:8500\"]\n",
+                &["registrator.args", "URI"],
+            ),
+            (
+                "[docker]\nwait_secs = -1\n",
+                &["line 2", "docker.wait_secs"],
+            ),
         ];
         for (text, needles) in cases {
             let msg = err(text);

@@ -8,7 +8,7 @@ use std::path::Path;
 use askama::Template;
 use serde::Serialize;
 
-use crate::config::Config;
+use crate::config::{Config, Role};
 use crate::envfile;
 
 #[derive(Template)]
@@ -102,6 +102,48 @@ pub fn consul_interfaces(cfg: &Config, bind_addr: Ipv4Addr) -> String {
     let mut s = serde_json::to_string_pretty(&doc).expect("serializing plain strings");
     s.push('\n');
     s
+}
+
+#[derive(Serialize)]
+struct UiConfig {
+    enabled: bool,
+}
+
+/// The agent's cluster settings, in the order an operator reads them.
+#[derive(Serialize)]
+struct Agent<'a> {
+    datacenter: &'a str,
+    server: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    node_name: Option<&'a str>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    retry_join: Vec<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    bootstrap_expect: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    ui_config: Option<UiConfig>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    encrypt: Option<&'a str>,
+}
+
+/// `agent.json`: role, datacenter, joins and the gossip key. The second
+/// value is the secret the text holds, if any, so callers can protect the
+/// file (mode 0640) and redact it from diffs.
+pub fn consul_agent(cfg: &Config) -> (String, Option<String>) {
+    let c = &cfg.consul.cluster;
+    let server = c.role == Role::Server;
+    let doc = Agent {
+        datacenter: &c.datacenter.0,
+        server,
+        node_name: c.node_name.as_ref().map(|n| n.0.as_str()),
+        retry_join: c.retry_join.iter().map(|j| j.0.as_str()).collect(),
+        bootstrap_expect: c.bootstrap_expect,
+        ui_config: (server && c.ui).then_some(UiConfig { enabled: true }),
+        encrypt: c.encrypt.as_ref().map(|k| k.expose()),
+    };
+    let mut s = serde_json::to_string_pretty(&doc).expect("serializing plain strings");
+    s.push('\n');
+    (s, c.encrypt.as_ref().map(|k| k.expose().to_string()))
 }
 
 /// `/etc/environment` with the managed variables merged into `existing`.
@@ -212,6 +254,51 @@ mod tests {
             consul_interfaces(&Config::default(), Ipv4Addr::new(10, 0, 0, 5)),
             "{\n  \"client_addr\": \"127.0.0.1 169.254.1.1\",\n  \"bind_addr\": \"10.0.0.5\"\n}\n"
         );
+    }
+
+    fn agent(toml: &str) -> (String, Option<String>) {
+        consul_agent(&Config::parse(toml, Path::new("t.toml")).unwrap())
+    }
+
+    #[test]
+    fn agent_golden_client() {
+        assert_eq!(
+            agent("[consul]\nretry_join = [\"10.0.0.10\", \"provider=aws tag_key=consul tag_value=server\"]\n"),
+            (
+                "{\n  \"datacenter\": \"dc1\",\n  \"server\": false,\n  \"retry_join\": [\n    \"10.0.0.10\",\n    \"provider=aws tag_key=consul tag_value=server\"\n  ]\n}\n".to_string(),
+                None
+            )
+        );
+    }
+
+    #[test]
+    fn agent_golden_default_client_alone() {
+        assert_eq!(
+            agent("").0,
+            "{\n  \"datacenter\": \"dc1\",\n  \"server\": false\n}\n"
+        );
+    }
+
+    #[test]
+    fn agent_golden_single_server() {
+        // Seed 000's single server (-server -bootstrap): bootstrap_expect = 1.
+        assert_eq!(
+            agent("[consul]\nrole = \"server\"\nbootstrap_expect = 1\nui = true\nnode_name = \"consul-1\"\n").0,
+            "{\n  \"datacenter\": \"dc1\",\n  \"server\": true,\n  \"node_name\": \"consul-1\",\n  \"bootstrap_expect\": 1,\n  \"ui_config\": {\n    \"enabled\": true\n  }\n}\n"
+        );
+    }
+
+    #[test]
+    fn agent_golden_three_servers_with_gossip_key() {
+        let key = "pUqJrVyVRj5jsiYEkM/tFQYfWyJIv4s3XkvDwy7Cu5s=";
+        let (text, secret) = agent(&format!(
+            "[consul]\nrole = \"server\"\nbootstrap_expect = 3\ndatacenter = \"eu-west\"\nretry_join = [\"10.0.0.10\", \"10.0.0.11\", \"10.0.0.12\"]\nencrypt = \"{key}\"\n"
+        ));
+        assert_eq!(
+            text,
+            format!("{{\n  \"datacenter\": \"eu-west\",\n  \"server\": true,\n  \"retry_join\": [\n    \"10.0.0.10\",\n    \"10.0.0.11\",\n    \"10.0.0.12\"\n  ],\n  \"bootstrap_expect\": 3,\n  \"encrypt\": \"{key}\"\n}}\n")
+        );
+        assert_eq!(secret.as_deref(), Some(key));
     }
 
     #[test]
