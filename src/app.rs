@@ -94,7 +94,11 @@ fn converge(
     if g.verbosity == Verbosity::Verbose {
         eprintln!("nodeprep: configuration: {source}");
     }
-    let ctx = Ctx::new(cfg, g.root.clone(), as_root);
+    let mut ctx = Ctx::new(cfg, g.root.clone(), as_root);
+    if mode == Mode::Apply {
+        // On a fresh host dockerd may still be starting; an audit never waits.
+        ctx.docker_wait = std::time::Duration::from_secs(ctx.cfg.docker.wait_secs.0);
+    }
     let _lock = match mode {
         Mode::Apply => {
             Some(lock::acquire(&ctx.host_path(Path::new(LOCK_PATH))).or_exit(Exit::Failed)?)

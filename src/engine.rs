@@ -57,11 +57,14 @@ fn run_one(ctx: &Ctx, id: ResourceId, mode: Mode, with_diff: bool) -> ResourceRe
             Some(&plan),
         ),
         Mode::Apply => match resources::apply(ctx, id, &plan) {
-            Ok(done) => report(
-                Status::Changed,
-                with_notes(done.join(", "), &plan),
-                Some(&plan),
-            ),
+            Ok(done) => {
+                ctx.mark_changed(id);
+                report(
+                    Status::Changed,
+                    with_notes(done.join(", "), &plan),
+                    Some(&plan),
+                )
+            }
             Err(e) => report(Status::Failed, format!("{e:#}"), Some(&plan)),
         },
     }

@@ -7,6 +7,7 @@ use std::path::PathBuf;
 
 use ipnet::Ipv4Net;
 
+use crate::sys::docker::ContainerSpec;
 use crate::sys::files::Observed;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -19,6 +20,17 @@ pub enum Action {
         /// The current content, for diffs; `None` when the file is absent.
         old: Option<Vec<u8>>,
         why: &'static str,
+        /// Owner to set (live mode, as root).
+        owner: Option<(u32, u32)>,
+        /// A secret the content holds: redacted from every diff.
+        secret: Option<String>,
+    },
+    /// Create a directory, or fix its mode and owner.
+    Dir {
+        path: PathBuf,
+        mode: u32,
+        owner: Option<(u32, u32)>,
+        why: String,
     },
     /// Only the permission bits differ.
     Chmod {
@@ -43,6 +55,25 @@ pub enum Action {
     RestartUnit {
         unit: &'static str,
     },
+    PullImage {
+        image: String,
+    },
+    /// Remove a container (force: stops it first).
+    RemoveContainer {
+        name: String,
+        why: &'static str,
+    },
+    CreateContainer {
+        name: String,
+        spec: Box<ContainerSpec>,
+    },
+    StartContainer {
+        name: String,
+    },
+    RestartContainer {
+        name: String,
+        why: &'static str,
+    },
 }
 
 impl fmt::Display for Action {
@@ -58,6 +89,14 @@ impl fmt::Display for Action {
             Action::EnableUnit { unit } => write!(f, "enable {unit}"),
             Action::ReloadNetworkd => write!(f, "reload systemd-networkd"),
             Action::RestartUnit { unit } => write!(f, "restart {unit}"),
+            Action::Dir { path, why, .. } => write!(f, "directory {} ({why})", path.display()),
+            Action::PullImage { image } => write!(f, "pull {image}"),
+            Action::RemoveContainer { name, why } => write!(f, "remove container {name} ({why})"),
+            Action::CreateContainer { name, spec } => {
+                write!(f, "create container {name} from {}", spec.image)
+            }
+            Action::StartContainer { name } => write!(f, "start container {name}"),
+            Action::RestartContainer { name, why } => write!(f, "restart container {name} ({why})"),
         }
     }
 }
@@ -95,12 +134,14 @@ impl Plan {
 }
 
 /// The mode and owner every managed file gets.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FileSpec {
     pub mode: u32,
-    /// Checked only when nodeprep runs as root (live mode): an unprivileged
-    /// run under `--root` cannot create root-owned files.
-    pub uid: Option<u32>,
+    /// Owner (uid, gid), checked and set only when nodeprep runs as root: an
+    /// unprivileged run under `--root` cannot give files away.
+    pub owner: Option<(u32, u32)>,
+    /// A secret the content holds (redacted from diffs).
+    pub secret: Option<String>,
 }
 
 /// Pure diff of one file: what must happen for `observed` to become
@@ -111,29 +152,23 @@ pub fn diff_file(
     spec: FileSpec,
     observed: Option<&Observed>,
 ) -> Option<Action> {
-    let Some(obs) = observed else {
-        return Some(Action::Write {
-            path,
-            content,
-            mode: spec.mode,
-            old: None,
-            why: "missing",
-        });
+    let write = |old: Option<Vec<u8>>, why| Action::Write {
+        path: path.clone(),
+        content: content.clone(),
+        mode: spec.mode,
+        old,
+        why,
+        owner: spec.owner,
+        secret: spec.secret.clone(),
     };
-    let wrong_owner = spec.uid.is_some_and(|uid| obs.uid != uid || obs.gid != 0);
-    if obs.content != content || wrong_owner {
-        let why = if obs.content != content {
-            "content differs"
-        } else {
-            "not owned by root"
-        };
-        return Some(Action::Write {
-            path,
-            content,
-            mode: spec.mode,
-            old: Some(obs.content.clone()),
-            why,
-        });
+    let Some(obs) = observed else {
+        return Some(write(None, "missing"));
+    };
+    if obs.content != content {
+        return Some(write(Some(obs.content.clone()), "content differs"));
+    }
+    if spec.owner.is_some_and(|owner| (obs.uid, obs.gid) != owner) {
+        return Some(write(Some(obs.content.clone()), "wrong owner"));
     }
     (obs.mode != spec.mode).then_some(Action::Chmod {
         path,
@@ -157,29 +192,45 @@ mod tests {
 
     const SPEC: FileSpec = FileSpec {
         mode: 0o644,
-        uid: Some(0),
+        owner: Some((0, 0)),
+        secret: None,
     };
 
     #[test]
     fn file_diffs() {
         let p = PathBuf::from("/etc/x");
         assert!(matches!(
-            diff_file(p.clone(), b"a".to_vec(), SPEC, None),
+            diff_file(p.clone(), b"a".to_vec(), SPEC.clone(), None),
             Some(Action::Write { why: "missing", .. })
         ));
         assert_eq!(
-            diff_file(p.clone(), b"a".to_vec(), SPEC, Some(&obs(b"a", 0o644, 0))),
+            diff_file(
+                p.clone(),
+                b"a".to_vec(),
+                SPEC.clone(),
+                Some(&obs(b"a", 0o644, 0))
+            ),
             None
         );
         assert!(matches!(
-            diff_file(p.clone(), b"a".to_vec(), SPEC, Some(&obs(b"b", 0o644, 0))),
+            diff_file(
+                p.clone(),
+                b"a".to_vec(),
+                SPEC.clone(),
+                Some(&obs(b"b", 0o644, 0))
+            ),
             Some(Action::Write {
                 why: "content differs",
                 ..
             })
         ));
         assert_eq!(
-            diff_file(p.clone(), b"a".to_vec(), SPEC, Some(&obs(b"a", 0o600, 0))),
+            diff_file(
+                p.clone(),
+                b"a".to_vec(),
+                SPEC.clone(),
+                Some(&obs(b"a", 0o600, 0))
+            ),
             Some(Action::Chmod {
                 path: p.clone(),
                 mode: 0o644,
@@ -190,17 +241,18 @@ mod tests {
             diff_file(
                 p.clone(),
                 b"a".to_vec(),
-                SPEC,
+                SPEC.clone(),
                 Some(&obs(b"a", 0o644, 1000))
             ),
             Some(Action::Write {
-                why: "not owned by root",
+                why: "wrong owner",
                 ..
             })
         ));
         let unprivileged = FileSpec {
             mode: 0o644,
-            uid: None,
+            owner: None,
+            secret: None,
         };
         assert_eq!(
             diff_file(

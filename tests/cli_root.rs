@@ -12,6 +12,7 @@ const MANAGED: &[(&str, &str)] = &[
     ("networkd", "/etc/systemd/network/10-dummy0.network"),
     ("dnsmasq", "/etc/dnsmasq.d/consul.conf"),
     ("consul-config", "/etc/consul.d/interfaces.json"),
+    ("consul-config", "/etc/consul.d/agent.json"),
     ("environment", "/etc/environment"),
 ];
 
@@ -34,6 +35,8 @@ fn first_apply_changes_everything_second_changes_nothing() {
             ("dnsmasq", "changed"),
             ("consul-config", "changed"),
             ("environment", "changed"),
+            ("consul", "skipped"),
+            ("registrator", "skipped"),
         ]
         .map(|(a, b)| (a.to_string(), b.to_string()))
     );
@@ -42,7 +45,7 @@ fn first_apply_changes_everything_second_changes_nothing() {
     assert_eq!(doc["version"], env!("CARGO_PKG_VERSION"));
     assert_eq!(
         doc["summary"],
-        serde_json::json!({"ok": 0, "changed": 4, "drift": 0, "failed": 0, "skipped": 1})
+        serde_json::json!({"ok": 0, "changed": 4, "drift": 0, "failed": 0, "skipped": 3})
     );
     for (_, path) in MANAGED {
         let meta = std::fs::metadata(env.path(path)).unwrap();
@@ -334,12 +337,12 @@ fn human_output_has_one_line_per_resource_and_a_summary() {
     let run = env.run(&["apply"]);
     run.expect_code(0);
     let lines: Vec<&str> = run.stdout.lines().collect();
-    assert_eq!(lines.len(), 6, "{}", run.stdout);
+    assert_eq!(lines.len(), 8, "{}", run.stdout);
     assert!(lines[0].starts_with("skipped  link "), "{}", lines[0]);
     assert!(lines[1].starts_with("changed  networkd "), "{}", lines[1]);
     assert_eq!(
-        lines[5],
-        "apply: 0 ok, 4 changed, 0 drift, 0 failed, 1 skipped"
+        lines[7],
+        "apply: 0 ok, 4 changed, 0 drift, 0 failed, 3 skipped"
     );
     let quiet = env.run(&["-q", "apply"]);
     quiet.expect_code(0);

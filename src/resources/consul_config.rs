@@ -5,13 +5,16 @@ use std::net::Ipv4Addr;
 
 use anyhow::{bail, Result};
 
-use crate::config::BindAddr;
-use crate::plan::{diff_file, Plan};
+use crate::config::{BindAddr, Role};
+use crate::plan::{diff_file, FileSpec, Plan};
 use crate::render;
 use crate::resources::Ctx;
 use crate::sys::files;
 
 pub const INTERFACES_FILE: &str = "interfaces.json";
+/// Cluster settings (role, datacenter, joins, gossip key), beside
+/// interfaces.json; the operator's other files in the dir are left alone.
+pub const AGENT_FILE: &str = "agent.json";
 
 pub fn plan(ctx: &Ctx) -> Result<Plan> {
     let (bind_addr, how) = match ctx.cfg.consul.bind_addr {
@@ -28,21 +31,49 @@ pub fn plan(ctx: &Ctx) -> Result<Plan> {
             (ip, format!("auto: default route via {ifname}"))
         }
     };
-    let path = ctx.host_path(&ctx.cfg.consul.config_dir.as_path().join(INTERFACES_FILE));
-    let observed = files::observe(&path)?;
-    let content = render::consul_interfaces(&ctx.cfg, bind_addr);
-    Ok(Plan {
-        actions: diff_file(
+    let dir = ctx.cfg.consul.config_dir.as_path();
+    let (agent, secret) = render::consul_agent(&ctx.cfg);
+    // A file holding the gossip key is 0640, readable by the image's consul
+    // group (the agent runs as it), and redacted from every diff.
+    let agent_spec = match secret {
+        Some(secret) => FileSpec {
+            mode: 0o640,
+            owner: ctx.as_root.then_some((0, ctx.cfg.consul.gid)),
+            secret: Some(secret),
+        },
+        None => ctx.file_spec(),
+    };
+    let files = [
+        (
+            INTERFACES_FILE,
+            render::consul_interfaces(&ctx.cfg, bind_addr),
+            ctx.file_spec(),
+        ),
+        (AGENT_FILE, agent, agent_spec),
+    ];
+    let mut actions = Vec::new();
+    for (name, content, spec) in files {
+        let path = ctx.host_path(&dir.join(name));
+        let observed = files::observe(&path)?;
+        actions.extend(diff_file(
             path,
             content.into_bytes(),
-            ctx.file_spec(),
+            spec,
             observed.as_ref(),
-        )
-        .into_iter()
-        .collect(),
+        ));
+    }
+    let cluster = &ctx.cfg.consul.cluster;
+    Ok(Plan {
+        actions,
         state: format!(
-            "bind_addr {bind_addr} ({how}), client_addr {}",
-            ctx.cfg.consul.client_addr
+            "bind_addr {bind_addr} ({how}), client_addr {}, {} in datacenter {}",
+            ctx.cfg.consul.client_addr,
+            if cluster.role == Role::Server {
+                "server"
+            } else {
+                "client"
+            },
+            cluster.datacenter.0
         ),
         ..Plan::default()
     })

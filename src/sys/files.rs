@@ -42,7 +42,12 @@ pub fn observe(path: &Path) -> Result<Option<Observed>> {
 /// Replaces `path` with `content` and `mode`, creating missing parent
 /// directories (mode 0755). The new file is owned by the calling user: root in
 /// live mode.
-pub fn write_atomic(path: &Path, content: &[u8], mode: u32) -> Result<()> {
+pub fn write_atomic(
+    path: &Path,
+    content: &[u8],
+    mode: u32,
+    owner: Option<(u32, u32)>,
+) -> Result<()> {
     let dir = path
         .parent()
         .with_context(|| format!("{} has no parent directory", path.display()))?;
@@ -55,6 +60,9 @@ pub fn write_atomic(path: &Path, content: &[u8], mode: u32) -> Result<()> {
     tmp.write_all(content).with_context(ctx)?;
     // Set the mode explicitly: tempfile creates 0600 and the umask must not
     // decide what a managed file's mode is.
+    if let Some((uid, gid)) = owner {
+        std::os::unix::fs::fchown(tmp.as_file(), Some(uid), Some(gid)).with_context(ctx)?;
+    }
     tmp.as_file()
         .set_permissions(Permissions::from_mode(mode))
         .with_context(ctx)?;
@@ -63,6 +71,28 @@ pub fn write_atomic(path: &Path, content: &[u8], mode: u32) -> Result<()> {
         .map_err(|e| e.error)
         .with_context(|| format!("cannot rename the new file over {}", path.display()))?;
     sync_dir(dir)
+}
+
+/// What is on disk at a directory path: `(mode, uid, gid)`, or `None`.
+pub fn observe_dir(path: &Path) -> Result<Option<(u32, u32, u32)>> {
+    match fs::metadata(path) {
+        Ok(m) if m.is_dir() => Ok(Some((m.mode() & 0o7777, m.uid(), m.gid()))),
+        Ok(_) => anyhow::bail!("{} exists but is not a directory", path.display()),
+        Err(e) if e.kind() == ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e).with_context(|| format!("cannot stat {}", path.display())),
+    }
+}
+
+/// Creates a directory (and its parents) or fixes its mode and owner.
+pub fn ensure_dir(path: &Path, mode: u32, owner: Option<(u32, u32)>) -> Result<()> {
+    create_dirs(path)?;
+    fs::set_permissions(path, Permissions::from_mode(mode))
+        .with_context(|| format!("cannot chmod {mode:o} {}", path.display()))?;
+    if let Some((uid, gid)) = owner {
+        std::os::unix::fs::chown(path, Some(uid), Some(gid))
+            .with_context(|| format!("cannot chown {uid}:{gid} {}", path.display()))?;
+    }
+    Ok(())
 }
 
 /// Sets a file's permission bits in place (when only the mode differs).
@@ -108,11 +138,11 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("a/b/c.conf");
         assert_eq!(observe(&path).unwrap(), None);
-        write_atomic(&path, b"hello\n", 0o640).unwrap();
+        write_atomic(&path, b"hello\n", 0o640, None).unwrap();
         let o = observe(&path).unwrap().unwrap();
         assert_eq!(o.content, b"hello\n");
         assert_eq!(o.mode, 0o640);
-        write_atomic(&path, b"bye\n", 0o644).unwrap();
+        write_atomic(&path, b"bye\n", 0o644, None).unwrap();
         let o = observe(&path).unwrap().unwrap();
         assert_eq!((o.content.as_slice(), o.mode), (&b"bye\n"[..], 0o644));
         // No temporary files left behind.

@@ -1,0 +1,439 @@
+//! `consul` and `registrator`: containers kept in spec through the Docker
+//! Engine API.
+//!
+//! A container's desired spec is hashed into a label. Absent: created and
+//! started; stopped: started; spec changed: recreated; in spec and running:
+//! untouched. A container of that name that nodeprep did not create is never
+//! removed unless the config says so (`replace_unmanaged`).
+
+use std::net::Ipv4Addr;
+
+use anyhow::{bail, Result};
+
+use crate::config::{BindAddr, Config};
+use crate::plan::{Action, Plan};
+use crate::resources::{consul_config, Ctx, ResourceId};
+use crate::sys::docker::{ContainerSpec, ContainerState};
+use crate::sys::files;
+
+/// Where the official image's entrypoint looks for config and data.
+const CONSUL_CONFIG_MOUNT: &str = "/consul/config";
+const CONSUL_DATA_MOUNT: &str = "/consul/data";
+
+/// The consul agent container, as `docker run` would say:
+/// `docker run -d --name consul --network host --restart always
+///   -e CONSUL_DISABLE_PERM_MGMT=true
+///   -v /etc/consul.d:/consul/config:ro -v /var/lib/consul:/consul/data
+///   hashicorp/consul:<pinned> agent`
+///
+/// `agent` is explicit: the image's default command is a dev server. The
+/// image's entrypoint turns `agent` into `consul agent -data-dir=/consul/data
+/// -config-dir=/consul/config`, so the agent reads nodeprep's files from the
+/// mounted config dir. CONSUL_DISABLE_PERM_MGMT stops that entrypoint from
+/// chowning the bind mounts to its consul user: the config dir stays
+/// root-owned (as `check` expects) and nodeprep gives the data dir to the
+/// image's consul user (`consul.uid`/`consul.gid`) itself.
+pub fn consul_spec(cfg: &Config) -> ContainerSpec {
+    let c = &cfg.consul;
+    ContainerSpec {
+        image: c.image.0.clone(),
+        cmd: vec!["agent".into()],
+        env: vec!["CONSUL_DISABLE_PERM_MGMT=true".into()],
+        binds: vec![
+            format!(
+                "{}:{CONSUL_CONFIG_MOUNT}:ro",
+                c.config_dir.as_path().display()
+            ),
+            format!("{}:{CONSUL_DATA_MOUNT}", c.data_dir.as_path().display()),
+        ],
+        network_mode: "host".into(),
+        restart: "always".into(),
+    }
+}
+
+/// The registrator container:
+/// `docker run -d --name registrator --network host --restart always
+///   -v /var/run/docker.sock:/tmp/docker.sock
+///   gliderlabs/registrator:v7 -ip <bind_addr> [args..] consul://169.254.1.1:8500`
+///
+/// `-ip` makes services register under the host's address (without it
+/// registrator uses whatever the host name resolves to, often 127.0.1.1);
+/// registrator stops parsing options at the URI, so the URI comes last.
+pub fn registrator_spec(cfg: &Config, bind_addr: Ipv4Addr) -> ContainerSpec {
+    let mut cmd = vec!["-ip".to_string(), bind_addr.to_string()];
+    cmd.extend(cfg.registrator.args.iter().map(|a| a.0.clone()));
+    cmd.push(format!(
+        "consul://{}:{}",
+        cfg.link.address.ip(),
+        cfg.consul.http_port.0
+    ));
+    ContainerSpec {
+        image: cfg.registrator.image.0.clone(),
+        cmd,
+        env: vec![],
+        binds: vec![format!(
+            "{}:/tmp/docker.sock",
+            cfg.docker.socket.as_path().display()
+        )],
+        network_mode: "host".into(),
+        restart: "always".into(),
+    }
+}
+
+pub fn plan_consul(ctx: &Ctx) -> Result<Plan> {
+    if ctx.offline() {
+        return Ok(Plan::skipped("containers not managed under --root"));
+    }
+    let cfg = &ctx.cfg;
+    let docker = ctx.docker()?;
+    let spec = consul_spec(cfg);
+    let name = &cfg.consul.container.0;
+    let observed = docker.inspect(name)?;
+    let image_present = docker.image_exists(&spec.image)?;
+    let restart_for_config = ctx.was_changed(ResourceId::ConsulConfig);
+    let mut plan = diff(
+        name,
+        &spec,
+        observed.as_ref(),
+        image_present,
+        cfg.consul.replace_unmanaged,
+        "consul.replace_unmanaged",
+        restart_for_config,
+    )?;
+    // The agent runs as the image's consul user and must own its data dir.
+    let data_dir = cfg.consul.data_dir.as_path();
+    let owner = ctx.as_root.then_some((cfg.consul.uid, cfg.consul.gid));
+    let why = match files::observe_dir(data_dir)? {
+        None => Some("missing".to_string()),
+        Some((mode, uid, gid)) if mode != 0o750 || owner.is_some_and(|o| o != (uid, gid)) => {
+            Some(format!("mode {mode:o} owner {uid}:{gid}"))
+        }
+        Some(_) => None,
+    };
+    if let Some(why) = why {
+        let dir = Action::Dir {
+            path: data_dir.to_path_buf(),
+            mode: 0o750,
+            owner,
+            why,
+        };
+        plan.actions.insert(0, dir);
+    }
+    Ok(plan)
+}
+
+pub fn plan_registrator(ctx: &Ctx) -> Result<Plan> {
+    if ctx.offline() {
+        return Ok(Plan::skipped("containers not managed under --root"));
+    }
+    let cfg = &ctx.cfg;
+    let docker = ctx.docker()?;
+    let bind_addr = match cfg.consul.bind_addr {
+        BindAddr::Addr(ip) => ip,
+        BindAddr::Auto => consul_config::auto_bind_addr(ctx)?.0,
+    };
+    let spec = registrator_spec(cfg, bind_addr);
+    let name = &cfg.registrator.container.0;
+    let observed = docker.inspect(name)?;
+    let image_present = docker.image_exists(&spec.image)?;
+    diff(
+        name,
+        &spec,
+        observed.as_ref(),
+        image_present,
+        cfg.registrator.replace_unmanaged,
+        "registrator.replace_unmanaged",
+        false,
+    )
+}
+
+/// Pure: the actions that bring container `name` to `spec`.
+pub fn diff(
+    name: &str,
+    spec: &ContainerSpec,
+    observed: Option<&ContainerState>,
+    image_present: bool,
+    replace_unmanaged: bool,
+    replace_key: &str,
+    restart_for_config: bool,
+) -> Result<Plan> {
+    let hash = spec.hash();
+    let create = |why: &'static str, remove: bool| {
+        let mut actions = Vec::new();
+        if !image_present {
+            actions.push(Action::PullImage {
+                image: spec.image.clone(),
+            });
+        }
+        if remove {
+            actions.push(Action::RemoveContainer {
+                name: name.to_string(),
+                why,
+            });
+        }
+        actions.push(Action::CreateContainer {
+            name: name.to_string(),
+            spec: Box::new(spec.clone()),
+        });
+        actions.push(Action::StartContainer {
+            name: name.to_string(),
+        });
+        actions
+    };
+    let Some(c) = observed else {
+        return Ok(Plan {
+            actions: create("absent", false),
+            state: format!("{name} absent"),
+            ..Plan::default()
+        });
+    };
+    if !c.managed {
+        if !replace_unmanaged {
+            bail!(
+                "container {name} exists but nodeprep did not create it (no nodeprep.managed label; image {}): \
+                 remove it, or set {replace_key} = true to let nodeprep replace it",
+                c.image
+            );
+        }
+        return Ok(Plan {
+            actions: create("not created by nodeprep", true),
+            state: format!("{name} unmanaged (image {})", c.image),
+            ..Plan::default()
+        });
+    }
+    if c.hash.as_deref() != Some(hash.as_str()) {
+        return Ok(Plan {
+            actions: create("spec changed", true),
+            state: format!("{name} out of spec (image {})", c.image),
+            ..Plan::default()
+        });
+    }
+    let mut plan = Plan {
+        state: format!(
+            "{name} {} ({}, started {})",
+            if c.running { "running" } else { "stopped" },
+            spec.image,
+            c.started_at
+        ),
+        ..Plan::default()
+    };
+    if c.restarting && !restart_for_config {
+        bail!(
+            "container {name} keeps restarting (last exit code {}, {} restarts): see `docker logs {name}`",
+            c.exit_code, c.restart_count
+        );
+    }
+    if !c.running && !c.restarting {
+        plan.actions.push(Action::StartContainer {
+            name: name.to_string(),
+        });
+    } else if restart_for_config {
+        // The agent reads its config at start; a reload would not re-bind
+        // changed addresses.
+        plan.actions.push(Action::RestartContainer {
+            name: name.to_string(),
+            why: "consul config changed",
+        });
+    }
+    Ok(plan)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec() -> ContainerSpec {
+        consul_spec(&Config::default())
+    }
+
+    fn state(managed: bool, hash: Option<String>, running: bool) -> ContainerState {
+        ContainerState {
+            managed,
+            hash,
+            image: "hashicorp/consul:1.20.1".into(),
+            running,
+            restarting: false,
+            started_at: "2026-01-01T00:00:00Z".into(),
+            restart_count: 0,
+            exit_code: 0,
+        }
+    }
+
+    fn names(plan: &Plan) -> Vec<String> {
+        plan.actions.iter().map(|a| a.to_string()).collect()
+    }
+
+    #[test]
+    fn consul_spec_is_what_the_docs_say() {
+        let s = spec();
+        assert_eq!(s.image, "hashicorp/consul:1.20.1");
+        assert_eq!(s.cmd, vec!["agent"]);
+        assert_eq!(
+            s.binds,
+            vec![
+                "/etc/consul.d:/consul/config:ro",
+                "/var/lib/consul:/consul/data"
+            ]
+        );
+        assert_eq!(
+            (s.network_mode.as_str(), s.restart.as_str()),
+            ("host", "always")
+        );
+        assert_eq!(s.env, vec!["CONSUL_DISABLE_PERM_MGMT=true"]);
+    }
+
+    #[test]
+    fn registrator_options_come_before_the_uri() {
+        let cfg = Config::parse(
+            "[registrator]\nargs = [\"-internal\", \"-resync=30\"]\n",
+            std::path::Path::new("t"),
+        )
+        .unwrap();
+        let s = registrator_spec(&cfg, Ipv4Addr::new(10, 0, 0, 5));
+        assert_eq!(
+            s.cmd,
+            vec![
+                "-ip",
+                "10.0.0.5",
+                "-internal",
+                "-resync=30",
+                "consul://169.254.1.1:8500"
+            ]
+        );
+        assert_eq!(s.binds, vec!["/var/run/docker.sock:/tmp/docker.sock"]);
+    }
+
+    #[test]
+    fn absent_is_pulled_created_started() {
+        let p = diff("consul", &spec(), None, false, false, "k", false).unwrap();
+        assert_eq!(
+            names(&p),
+            vec![
+                "pull hashicorp/consul:1.20.1",
+                "create container consul from hashicorp/consul:1.20.1",
+                "start container consul"
+            ]
+        );
+        let p = diff("consul", &spec(), None, true, false, "k", false).unwrap();
+        assert_eq!(p.actions.len(), 2);
+    }
+
+    #[test]
+    fn in_spec_and_running_needs_nothing() {
+        let p = diff(
+            "consul",
+            &spec(),
+            Some(&state(true, Some(spec().hash()), true)),
+            true,
+            false,
+            "k",
+            false,
+        )
+        .unwrap();
+        assert!(p.is_empty());
+    }
+
+    #[test]
+    fn stopped_is_started_changed_is_recreated() {
+        let p = diff(
+            "consul",
+            &spec(),
+            Some(&state(true, Some(spec().hash()), false)),
+            true,
+            false,
+            "k",
+            false,
+        )
+        .unwrap();
+        assert_eq!(names(&p), vec!["start container consul"]);
+        let p = diff(
+            "consul",
+            &spec(),
+            Some(&state(true, Some("old".into()), true)),
+            true,
+            false,
+            "k",
+            false,
+        )
+        .unwrap();
+        assert_eq!(names(&p)[0], "remove container consul (spec changed)");
+        assert_eq!(p.actions.len(), 3);
+    }
+
+    #[test]
+    fn config_change_restarts_a_running_agent() {
+        let p = diff(
+            "consul",
+            &spec(),
+            Some(&state(true, Some(spec().hash()), true)),
+            true,
+            false,
+            "k",
+            true,
+        )
+        .unwrap();
+        assert_eq!(
+            names(&p),
+            vec!["restart container consul (consul config changed)"]
+        );
+    }
+
+    #[test]
+    fn unmanaged_is_refused_unless_allowed() {
+        let e = diff(
+            "consul",
+            &spec(),
+            Some(&state(false, None, true)),
+            true,
+            false,
+            "consul.replace_unmanaged",
+            false,
+        )
+        .unwrap_err();
+        assert!(
+            e.to_string().contains("consul.replace_unmanaged = true"),
+            "{e}"
+        );
+        let p = diff(
+            "consul",
+            &spec(),
+            Some(&state(false, None, true)),
+            true,
+            true,
+            "k",
+            false,
+        )
+        .unwrap();
+        assert_eq!(
+            names(&p)[0],
+            "remove container consul (not created by nodeprep)"
+        );
+    }
+
+    #[test]
+    fn hash_covers_every_field() {
+        let base = spec();
+        let mut variants = Vec::new();
+        let mut s = base.clone();
+        s.image = "hashicorp/consul:1.21.0".into();
+        variants.push(s);
+        let mut s = base.clone();
+        s.cmd.push("-ui".into());
+        variants.push(s);
+        let mut s = base.clone();
+        s.env.clear();
+        variants.push(s);
+        let mut s = base.clone();
+        s.binds.pop();
+        variants.push(s);
+        let mut s = base.clone();
+        s.network_mode = "bridge".into();
+        variants.push(s);
+        let mut s = base.clone();
+        s.restart = "no".into();
+        variants.push(s);
+        for v in variants {
+            assert_ne!(v.hash(), base.hash(), "{v:?}");
+        }
+    }
+}

@@ -1,0 +1,290 @@
+//! Containers and images through the Docker Engine API (bollard) on its unix
+//! socket; never the `docker` CLI. Podman's compatible socket works the same.
+//!
+//! Like `netlink`, this module owns a current-thread runtime and offers
+//! blocking verbs, so the async client stays inside it.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, Context, Result};
+use bollard::errors::Error as DockerError;
+use bollard::models::{ContainerCreateBody, HostConfig, RestartPolicy, RestartPolicyNameEnum};
+use bollard::query_parameters::{
+    CreateContainerOptions, CreateImageOptions, RemoveContainerOptions, RestartContainerOptions,
+};
+use futures_util::StreamExt;
+
+/// Everything nodeprep decides about a container. Its hash, stored in a
+/// label, is how a later run tells whether the container is still in spec
+/// (the way docker compose uses its config-hash label).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct ContainerSpec {
+    pub image: String,
+    pub cmd: Vec<String>,
+    pub env: Vec<String>,
+    /// `host:container[:ro]`
+    pub binds: Vec<String>,
+    pub network_mode: String,
+    pub restart: String,
+}
+
+pub const LABEL_MANAGED: &str = "nodeprep.managed";
+pub const LABEL_HASH: &str = "nodeprep.config-hash";
+
+impl ContainerSpec {
+    pub fn hash(&self) -> String {
+        use sha2::{Digest, Sha256};
+        let canonical = serde_json::to_vec(self).expect("serializing plain strings");
+        let digest = Sha256::digest(&canonical);
+        digest.iter().map(|b| format!("{b:02x}")).collect()
+    }
+}
+
+/// What nodeprep looks at in a container.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ContainerState {
+    pub managed: bool,
+    pub hash: Option<String>,
+    pub image: String,
+    pub running: bool,
+    pub restarting: bool,
+    pub started_at: String,
+    pub restart_count: i64,
+    pub exit_code: i64,
+}
+
+/// One step of an image pull, for progress display.
+#[derive(Debug, Clone)]
+pub struct PullEvent {
+    pub layer: Option<String>,
+    pub status: String,
+    pub current: Option<i64>,
+    pub total: Option<i64>,
+}
+
+pub struct Docker {
+    rt: tokio::runtime::Runtime,
+    client: bollard::Docker,
+    socket: PathBuf,
+}
+
+impl Docker {
+    /// Connects to dockerd, waiting up to `wait` for its socket to answer.
+    pub fn connect(socket: &Path, wait: Duration) -> Result<Docker> {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .context("cannot start the Docker API event loop")?;
+        let deadline = Instant::now() + wait;
+        loop {
+            let attempt = rt.block_on(async {
+                let client = bollard::Docker::connect_with_unix(
+                    &socket.to_string_lossy(),
+                    30,
+                    bollard::API_DEFAULT_VERSION,
+                )?;
+                client.ping().await?;
+                // bollard defaults to a recent API version; older engines
+                // (Debian bookworm's docker.io 20.10 speaks 1.41) answer 400
+                // to it, so settle on what both sides speak.
+                client.negotiate_version().await
+            });
+            match attempt {
+                Ok(client) => {
+                    return Ok(Docker {
+                        rt,
+                        client,
+                        socket: socket.to_path_buf(),
+                    })
+                }
+                Err(e) if Instant::now() >= deadline => {
+                    let waited = if wait.is_zero() {
+                        String::new()
+                    } else {
+                        format!(" within {}s", wait.as_secs())
+                    };
+                    return Err(anyhow!(
+                        "dockerd does not answer on {}{waited}: {}: is the docker service running?",
+                        socket.display(),
+                        describe(&e)
+                    ));
+                }
+                // cloud-init can run nodeprep while dockerd is still starting.
+                Err(_) => std::thread::sleep(Duration::from_millis(250)),
+            }
+        }
+    }
+
+    pub fn socket(&self) -> &Path {
+        &self.socket
+    }
+
+    pub fn engine_version(&self) -> Result<String> {
+        let v = self
+            .rt
+            .block_on(self.client.version())
+            .map_err(|e| self.err(e, "cannot read the engine version"))?;
+        Ok(v.version.unwrap_or_else(|| "unknown".into()))
+    }
+
+    /// The container called `name`, or `None`.
+    pub fn inspect(&self, name: &str) -> Result<Option<ContainerState>> {
+        let info = match self.rt.block_on(self.client.inspect_container(name, None)) {
+            Ok(info) => info,
+            Err(e) if status(&e) == Some(404) => return Ok(None),
+            Err(e) => return Err(self.err(e, &format!("cannot inspect container {name}"))),
+        };
+        let labels = info
+            .config
+            .as_ref()
+            .and_then(|c| c.labels.clone())
+            .unwrap_or_default();
+        let state = info.state.unwrap_or_default();
+        Ok(Some(ContainerState {
+            managed: labels.get(LABEL_MANAGED).is_some_and(|v| v == "true"),
+            hash: labels.get(LABEL_HASH).cloned(),
+            image: info.config.and_then(|c| c.image).unwrap_or_default(),
+            running: state.running.unwrap_or(false),
+            restarting: state.restarting.unwrap_or(false),
+            started_at: state.started_at.unwrap_or_default(),
+            restart_count: info.restart_count.unwrap_or(0),
+            exit_code: state.exit_code.unwrap_or(0),
+        }))
+    }
+
+    pub fn image_exists(&self, image: &str) -> Result<bool> {
+        match self.rt.block_on(self.client.inspect_image(image)) {
+            Ok(_) => Ok(true),
+            Err(e) if status(&e) == Some(404) => Ok(false),
+            Err(e) => Err(self.err(e, &format!("cannot inspect image {image}"))),
+        }
+    }
+
+    /// Pulls `image`, reporting each progress message to `progress`.
+    pub fn pull(&self, image: &str, progress: &mut dyn FnMut(PullEvent)) -> Result<()> {
+        self.rt.block_on(async {
+            let opts = CreateImageOptions {
+                from_image: Some(image.to_string()),
+                ..Default::default()
+            };
+            let mut stream = self.client.create_image(Some(opts), None, None);
+            while let Some(item) = stream.next().await {
+                let info = item.map_err(|e| self.err(e, &format!("cannot pull image {image}")))?;
+                if let Some(detail) = info.error_detail.and_then(|d| d.message) {
+                    return Err(anyhow!(
+                        "cannot pull image {image}: the registry answered: {detail}"
+                    ));
+                }
+                progress(PullEvent {
+                    layer: info.id,
+                    status: info.status.unwrap_or_default(),
+                    current: info.progress_detail.as_ref().and_then(|p| p.current),
+                    total: info.progress_detail.as_ref().and_then(|p| p.total),
+                });
+            }
+            Ok(())
+        })
+    }
+
+    pub fn create(&self, name: &str, spec: &ContainerSpec) -> Result<()> {
+        let labels = HashMap::from([
+            (LABEL_MANAGED.to_string(), "true".to_string()),
+            (LABEL_HASH.to_string(), spec.hash()),
+        ]);
+        let body = ContainerCreateBody {
+            image: Some(spec.image.clone()),
+            cmd: Some(spec.cmd.clone()),
+            env: Some(spec.env.clone()),
+            labels: Some(labels),
+            host_config: Some(HostConfig {
+                binds: Some(spec.binds.clone()),
+                network_mode: Some(spec.network_mode.clone()),
+                restart_policy: Some(RestartPolicy {
+                    name: Some(restart_policy(&spec.restart)),
+                    maximum_retry_count: None,
+                }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let opts = CreateContainerOptions {
+            name: Some(name.to_string()),
+            ..Default::default()
+        };
+        self.rt
+            .block_on(self.client.create_container(Some(opts), body))
+            .map_err(|e| self.err(e, &format!("cannot create container {name}")))?;
+        Ok(())
+    }
+
+    pub fn start(&self, name: &str) -> Result<()> {
+        self.rt
+            .block_on(self.client.start_container(name, None))
+            .map_err(|e| self.err(e, &format!("cannot start container {name}")))
+    }
+
+    pub fn restart(&self, name: &str) -> Result<()> {
+        let opts = RestartContainerOptions {
+            t: Some(10),
+            ..Default::default()
+        };
+        self.rt
+            .block_on(self.client.restart_container(name, Some(opts)))
+            .map_err(|e| self.err(e, &format!("cannot restart container {name}")))
+    }
+
+    /// Removes a container, stopping it first (force).
+    pub fn remove(&self, name: &str) -> Result<()> {
+        let opts = RemoveContainerOptions {
+            force: true,
+            ..Default::default()
+        };
+        match self
+            .rt
+            .block_on(self.client.remove_container(name, Some(opts)))
+        {
+            Ok(()) => Ok(()),
+            Err(e) if status(&e) == Some(404) => Ok(()),
+            Err(e) => Err(self.err(e, &format!("cannot remove container {name}"))),
+        }
+    }
+
+    fn err(&self, e: DockerError, what: &str) -> anyhow::Error {
+        anyhow!(
+            "{what} (dockerd at {}): {}",
+            self.socket.display(),
+            describe(&e)
+        )
+    }
+}
+
+fn restart_policy(name: &str) -> RestartPolicyNameEnum {
+    match name {
+        "always" => RestartPolicyNameEnum::ALWAYS,
+        "unless-stopped" => RestartPolicyNameEnum::UNLESS_STOPPED,
+        "on-failure" => RestartPolicyNameEnum::ON_FAILURE,
+        _ => RestartPolicyNameEnum::NO,
+    }
+}
+
+fn status(e: &DockerError) -> Option<u16> {
+    match e {
+        DockerError::DockerResponseServerError { status_code, .. } => Some(*status_code),
+        _ => None,
+    }
+}
+
+/// The engine's own message for API errors (e.g. a name conflict), or the
+/// transport error.
+fn describe(e: &DockerError) -> String {
+    match e {
+        DockerError::DockerResponseServerError {
+            status_code,
+            message,
+        } => format!("{message} (HTTP {status_code})"),
+        DockerError::SocketNotFoundError(path) => format!("no socket at {path}"),
+        other => other.to_string(),
+    }
+}
