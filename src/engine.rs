@@ -84,10 +84,22 @@ fn diffs(plan: &Plan) -> Option<String> {
     for action in &plan.actions {
         match action {
             Action::Write {
-                path, content, old, ..
+                path,
+                content,
+                old,
+                secret,
+                ..
             } => {
-                let old = String::from_utf8_lossy(old.as_deref().unwrap_or_default());
-                let new = String::from_utf8_lossy(content);
+                // Secrets never reach output: not in diffs, not in logs.
+                let redact = |bytes: &[u8]| {
+                    let text = String::from_utf8_lossy(bytes).into_owned();
+                    match secret {
+                        Some(s) if !s.is_empty() => text.replace(s.as_str(), "<redacted>"),
+                        _ => text,
+                    }
+                };
+                let old = redact(old.as_deref().unwrap_or_default());
+                let new = redact(content);
                 let name = path.display().to_string();
                 let from = if old.is_empty() {
                     "/dev/null".to_string()

@@ -372,3 +372,30 @@ fn shipped_example_configs_validate() {
     }
     assert!(seen > 0, "no example configs in {}", dir.display());
 }
+
+#[test]
+fn gossip_key_is_redacted_from_plan_and_its_file_is_0640() {
+    let key = "pUqJrVyVRj5jsiYEkM/tFQYfWyJIv4s3XkvDwy7Cu5s=";
+    let env = TestEnv::new();
+    env.write_config(&format!(
+        "[consul]\nbind_addr = \"192.0.2.10\"\nencrypt = \"{key}\"\n"
+    ));
+    for args in [
+        &["plan"][..],
+        &["--format", "json", "apply", "--diff"],
+        &["-v", "check"],
+    ] {
+        let run = env.run(args);
+        assert!(
+            !run.stdout.contains(key) && !run.stderr.contains(key),
+            "{args:?} printed the key:\n{}",
+            run.stdout
+        );
+    }
+    let agent = env.path("/etc/consul.d/agent.json");
+    assert_eq!(
+        std::fs::metadata(&agent).unwrap().permissions().mode() & 0o7777,
+        0o640
+    );
+    assert!(std::fs::read_to_string(agent).unwrap().contains(key));
+}
