@@ -5,9 +5,10 @@
 #   mmdebstrap, e2fsprogs                  Debian VM tier (tests/debian-vm)
 #   dnsmasq-base, bind9-dnsutils           real dnsmasq answering through nodeprep's file
 #   iproute2, util-linux                   network namespaces (ip netns, unshare)
+#   docker.io                              a real dockerd for the container tests
 set -euo pipefail
 
-packages=(qemu-system-x86 busybox-static cpio mmdebstrap e2fsprogs dnsmasq-base bind9-dnsutils iproute2 util-linux)
+packages=(qemu-system-x86 busybox-static cpio mmdebstrap e2fsprogs dnsmasq-base bind9-dnsutils iproute2 util-linux docker.io)
 
 missing=()
 for p in "${packages[@]}"; do
