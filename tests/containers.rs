@@ -28,7 +28,8 @@ static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
 /// A live-mode environment whose files all live in a temp dir.
 struct Host {
     dir: tempfile::TempDir,
-    containers: Containers,
+    /// Removes the test's containers when the test ends (also on panic).
+    _containers: Containers,
     consul: String,
     registrator: String,
     /// Last: fields drop in order, so the containers are gone before the
@@ -46,7 +47,7 @@ impl Host {
             .unwrap_or_else(|poisoned| poisoned.into_inner());
         let host = Host {
             dir: tempfile::tempdir().unwrap(),
-            containers,
+            _containers: containers,
             consul,
             registrator,
             _turn,
