@@ -27,6 +27,9 @@ pub struct Facts {
     pub systemd_resolved_active: Option<bool>,
     /// Whether the running kernel has the dummy link type, built in or as a module.
     pub kernel_dummy_support: bool,
+    pub docker_socket: String,
+    /// The engine's version, or why it could not be read.
+    pub docker_engine: String,
 }
 
 pub fn gather(ctx: &Ctx, source: &Source) -> Facts {
@@ -60,6 +63,11 @@ pub fn gather(ctx: &Ctx, source: &Source) -> Facts {
         dnsmasq_active: active("dnsmasq.service"),
         systemd_resolved_active: active("systemd-resolved.service"),
         kernel_dummy_support: kernel_has_dummy(),
+        docker_socket: cfg.docker.socket.as_path().display().to_string(),
+        docker_engine: match ctx.docker().and_then(|d| d.engine_version()) {
+            Ok(v) => v,
+            Err(e) => format!("unreachable: {e:#}"),
+        },
     }
 }
 

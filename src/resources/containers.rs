@@ -89,7 +89,8 @@ pub fn plan_consul(ctx: &Ctx) -> Result<Plan> {
     let spec = consul_spec(cfg);
     let name = &cfg.consul.container.0;
     let observed = docker.inspect(name)?;
-    let image_present = docker.image_exists(&spec.image)?;
+    let image_present =
+        !needs_create(observed.as_ref(), &spec) || docker.image_exists(&spec.image)?;
     let restart_for_config = ctx.was_changed(ResourceId::ConsulConfig);
     let mut plan = diff(
         name,
@@ -135,7 +136,8 @@ pub fn plan_registrator(ctx: &Ctx) -> Result<Plan> {
     let spec = registrator_spec(cfg, bind_addr);
     let name = &cfg.registrator.container.0;
     let observed = docker.inspect(name)?;
-    let image_present = docker.image_exists(&spec.image)?;
+    let image_present =
+        !needs_create(observed.as_ref(), &spec) || docker.image_exists(&spec.image)?;
     diff(
         name,
         &spec,
@@ -145,6 +147,12 @@ pub fn plan_registrator(ctx: &Ctx) -> Result<Plan> {
         "registrator.replace_unmanaged",
         false,
     )
+}
+
+/// Whether `diff` will create the container (and so needs to know whether
+/// the image is there): saves an API call on every converged run.
+fn needs_create(observed: Option<&ContainerState>, spec: &ContainerSpec) -> bool {
+    observed.is_none_or(|c| !c.managed || c.hash.as_deref() != Some(spec.hash().as_str()))
 }
 
 /// Pure: the actions that bring container `name` to `spec`.

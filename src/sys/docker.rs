@@ -79,18 +79,7 @@ impl Docker {
             .context("cannot start the Docker API event loop")?;
         let deadline = Instant::now() + wait;
         loop {
-            let attempt = rt.block_on(async {
-                let client = bollard::Docker::connect_with_unix(
-                    &socket.to_string_lossy(),
-                    30,
-                    bollard::API_DEFAULT_VERSION,
-                )?;
-                client.ping().await?;
-                // bollard defaults to a recent API version; older engines
-                // (Debian bookworm's docker.io 20.10 speaks 1.41) answer 400
-                // to it, so settle on what both sides speak.
-                client.negotiate_version().await
-            });
+            let attempt = rt.block_on(handshake(socket));
             match attempt {
                 Ok(client) => {
                     return Ok(Docker {
@@ -260,6 +249,46 @@ impl Docker {
     }
 }
 
+/// Connects and pings. bollard speaks a recent API version by default; an
+/// older engine (Debian bookworm's docker.io 20.10 speaks 1.41) answers
+/// HTTP 400 "client version X is too new. Maximum supported API version is
+/// Y", so the client steps down to Y and pings again. This costs a ping,
+/// where bollard's negotiate_version costs a /version call that takes
+/// 20-30 ms on such engines (it asks containerd and runc for theirs).
+async fn handshake(socket: &Path) -> Result<bollard::Docker, DockerError> {
+    let connect = |version: &bollard::ClientVersion| {
+        bollard::Docker::connect_with_unix(&socket.to_string_lossy(), 30, version)
+    };
+    let client = connect(bollard::API_DEFAULT_VERSION)?;
+    match client.ping().await {
+        Ok(_) => Ok(client),
+        Err(e) => match status(&e)
+            .filter(|&s| s == 400)
+            .and_then(|_| max_api_version(&e))
+        {
+            Some(version) => {
+                let client = connect(&version)?;
+                client.ping().await?;
+                Ok(client)
+            }
+            None => Err(e),
+        },
+    }
+}
+
+/// The version in "... Maximum supported API version is 1.41".
+fn max_api_version(e: &DockerError) -> Option<bollard::ClientVersion> {
+    let DockerError::DockerResponseServerError { message, .. } = e else {
+        return None;
+    };
+    let tail = message.rsplit("API version is ").next()?;
+    let (major, minor) = tail.trim().trim_end_matches('.').split_once('.')?;
+    Some(bollard::ClientVersion {
+        major_version: major.parse().ok()?,
+        minor_version: minor.parse().ok()?,
+    })
+}
+
 fn restart_policy(name: &str) -> RestartPolicyNameEnum {
     match name {
         "always" => RestartPolicyNameEnum::ALWAYS,
@@ -286,5 +315,40 @@ fn describe(e: &DockerError) -> String {
         } => format!("{message} (HTTP {status_code})"),
         DockerError::SocketNotFoundError(path) => format!("no socket at {path}"),
         other => other.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_the_engine_maximum_from_a_too_new_error() {
+        let e = DockerError::DockerResponseServerError {
+            status_code: 400,
+            message: "client version 1.52 is too new. Maximum supported API version is 1.41".into(),
+        };
+        let v = max_api_version(&e).unwrap();
+        assert_eq!((v.major_version, v.minor_version), (1, 41));
+        let other = DockerError::DockerResponseServerError {
+            status_code: 400,
+            message: "bad request".into(),
+        };
+        assert!(max_api_version(&other).is_none());
+    }
+
+    #[test]
+    fn spec_hash_is_stable() {
+        let spec = ContainerSpec {
+            image: "a:1".into(),
+            cmd: vec!["x".into()],
+            env: vec![],
+            binds: vec![],
+            network_mode: "host".into(),
+            restart: "always".into(),
+        };
+        // A changed hash function would recreate every container on upgrade.
+        // sha256 of {"image":"a:1","cmd":["x"],"env":[],"binds":[],"network_mode":"host","restart":"always"}
+        assert_eq!(spec.hash(), "6d0a395879b9229c261c83090be02fb4df1c6423bb32fd4015edc035a86576c1");
     }
 }
