@@ -184,6 +184,16 @@ fn bad_configs_exit_78_and_write_nothing() {
         ),
         ("[consul]\nunknown_key = 1\n", "unknown_key"),
         ("[link\n", "line 1"),
+        (
+            "[consul]\nbootstrap_expect = 3\n",
+            "consul.bootstrap_expect",
+        ),
+        ("[consul]\nencrypt = \"dG9vc2hvcnQ=\"\n", "consul.encrypt"),
+        (
+            "[consul]\nretry_join = [\"10.0.0.10\", \" \"]\n",
+            "consul.retry_join",
+        ),
+        ("[consul]\nimage = \"hashicorp/consul\"\n", "consul.image"),
     ];
     for (text, needle) in cases {
         let env = TestEnv::new();
