@@ -2,7 +2,9 @@
 
 use std::path::{Path, PathBuf};
 
-use anyhow::anyhow;
+use std::time::SystemTime;
+
+use anyhow::{anyhow, Context};
 
 use crate::cli::{Cli, Command, ConfigCommand, Format, Selection};
 use crate::config::{self, Config};
@@ -10,9 +12,10 @@ use crate::engine::{self, Mode};
 use crate::exit::{Exit, Fatal, OrExit};
 use crate::facts;
 use crate::output::{self, Verbosity};
+use crate::probes;
 use crate::report::Report;
 use crate::resources::Ctx;
-use crate::sys::lock;
+use crate::sys::{consul, lock};
 
 /// Where live applies serialize; re-based under `--root` like managed files.
 const LOCK_PATH: &str = "/run/nodeprep.lock";
@@ -32,10 +35,40 @@ pub fn run(cli: Cli) -> Result<Exit, Fatal> {
     match cli.command {
         Command::Apply(a) => {
             let mode = if a.dry_run { Mode::DryRun } else { Mode::Apply };
-            converge(&global, "apply", &a.selection, mode, a.diff)
+            // Probes prove a converged chain; a dry run converged nothing.
+            let probes = !a.no_probes && !a.dry_run;
+            converge(
+                &global,
+                "apply",
+                &a.selection,
+                Run {
+                    mode,
+                    with_diff: a.diff,
+                    probes,
+                    report_consul: false,
+                },
+            )
         }
-        Command::Check(sel) => converge(&global, "check", &sel, Mode::Check, false),
-        Command::Plan(sel) => converge(&global, "plan", &sel, Mode::DryRun, true),
+        Command::Check(c) => {
+            let run = Run {
+                mode: Mode::Check,
+                with_diff: false,
+                probes: !c.no_probes,
+                report_consul: c.report_consul,
+            };
+            converge(&global, "check", &c.selection, run)
+        }
+        Command::Plan(sel) => converge(
+            &global,
+            "plan",
+            &sel,
+            Run {
+                mode: Mode::DryRun,
+                with_diff: true,
+                probes: false,
+                report_consul: false,
+            },
+        ),
         Command::Facts => {
             let (cfg, source) = Config::load(global.config.as_deref()).or_exit(Exit::Config)?;
             let ctx = Ctx::new(cfg, None, nix::unistd::geteuid().is_root());
@@ -66,13 +99,16 @@ struct Global {
     verbosity: Verbosity,
 }
 
-fn converge(
-    g: &Global,
-    command: &'static str,
-    sel: &Selection,
+struct Run {
     mode: Mode,
     with_diff: bool,
-) -> Result<Exit, Fatal> {
+    probes: bool,
+    report_consul: bool,
+}
+
+fn converge(g: &Global, command: &'static str, sel: &Selection, run: Run) -> Result<Exit, Fatal> {
+    let started = SystemTime::now();
+    let mode = run.mode;
     // Everything that can be refused is refused before the first change:
     // the configuration (78), the command line (64), privileges (77).
     let (cfg, source) = Config::load(g.config.as_deref()).or_exit(Exit::Config)?;
@@ -81,6 +117,12 @@ fn converge(
             return Err(Fatal::new(
                 Exit::Usage,
                 anyhow!("--root {}: not a directory", root.display()),
+            ));
+        }
+        if run.report_consul {
+            return Err(Fatal::new(
+                Exit::Usage,
+                anyhow!("--report-consul reports a live host; it cannot be used with --root"),
             ));
         }
     }
@@ -105,13 +147,59 @@ fn converge(
         }
         Mode::Check | Mode::DryRun => None,
     };
-    let report = Report::new(command, engine::run(&ctx, &sel.resolve(), mode, with_diff));
+    let resources = engine::run(&ctx, &sel.resources(), mode, run.with_diff);
+    let probes = if run.probes {
+        probes::run(&ctx, &sel.probes())
+    } else {
+        Vec::new()
+    };
+    let report = Report::new(command, started, resources, probes);
     output::report(&report, g.format, g.verbosity).or_exit(Exit::Failed)?;
-    Ok(if report.summary.failed > 0 {
+    let exit = if report.summary.failed > 0 {
         Exit::Failed
     } else if report.summary.drift > 0 {
         Exit::Drift
     } else {
         Exit::Ok
-    })
+    };
+    if run.report_consul {
+        // A failure to report is its own error, never a silent skip.
+        report_to_consul(&ctx, &report).or_exit(Exit::Failed)?;
+    }
+    Ok(exit)
+}
+
+fn report_to_consul(ctx: &Ctx, report: &Report) -> anyhow::Result<()> {
+    let base = format!(
+        "http://{}:{}",
+        ctx.cfg.link.address.ip(),
+        ctx.cfg.consul.http_port.0
+    );
+    let agent = consul::Agent::new(
+        base.clone(),
+        std::time::Duration::from_millis(ctx.cfg.probes.timeout_ms),
+    );
+    let s = &report.summary;
+    let status = if s.failed > 0 {
+        consul::CheckStatus::Critical
+    } else if s.drift > 0 {
+        consul::CheckStatus::Warning
+    } else {
+        consul::CheckStatus::Passing
+    };
+    let mut output = report.summary_line();
+    for r in report.resources.iter().chain(&report.probes) {
+        if matches!(
+            r.status,
+            crate::report::Status::Drift | crate::report::Status::Failed
+        ) {
+            output.push_str(&format!("\n{} {}: {}", r.status.as_str(), r.id, r.detail));
+        }
+    }
+    let ctx_msg = || format!("cannot report to the Consul agent at {base}");
+    agent
+        .ensure_check(ctx.cfg.report.ttl_secs)
+        .with_context(ctx_msg)?;
+    agent.update(status, &output).with_context(ctx_msg)?;
+    Ok(())
 }

@@ -4,6 +4,7 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
+use crate::probes::ProbeId;
 use crate::resources::ResourceId;
 
 #[derive(Debug, Parser)]
@@ -43,6 +44,8 @@ pub struct Cli {
 pub enum Format {
     Human,
     Json,
+    /// Prometheus text exposition, for node_exporter's textfile collector
+    Prometheus,
 }
 
 #[derive(Debug, Subcommand)]
@@ -50,7 +53,7 @@ pub enum Command {
     /// Converge the host
     Apply(ApplyArgs),
     /// Read-only audit: exit 0 when compliant, 2 on drift
-    Check(Selection),
+    Check(CheckArgs),
     /// Show what apply would change, with diffs (apply --dry-run --diff)
     Plan(Selection),
     /// Print what nodeprep detects about this host
@@ -82,28 +85,85 @@ pub struct ApplyArgs {
     #[arg(long)]
     pub diff: bool,
 
+    /// Do not run the live probes after converging
+    #[arg(long)]
+    pub no_probes: bool,
+
+    #[command(flatten)]
+    pub selection: Selection,
+}
+
+#[derive(Debug, Args)]
+pub struct CheckArgs {
+    /// Audit the configuration only, without the live probes
+    #[arg(long)]
+    pub no_probes: bool,
+
+    /// Keep a TTL check named "nodeprep" on the local Consul agent updated
+    /// with the result (passing, warning on drift, critical on failure)
+    #[arg(long)]
+    pub report_consul: bool,
+
     #[command(flatten)]
     pub selection: Selection,
 }
 
 #[derive(Debug, Args)]
 pub struct Selection {
-    /// Only these resources (comma-separated)
+    /// Only these resources and probes (comma-separated)
     #[arg(long, value_enum, value_delimiter = ',', value_name = "ID,..")]
-    pub only: Vec<ResourceId>,
+    pub only: Vec<Target>,
 
-    /// All resources except these (comma-separated)
+    /// All resources and probes except these (comma-separated)
     #[arg(long, value_enum, value_delimiter = ',', value_name = "ID,..")]
-    pub skip: Vec<ResourceId>,
+    pub skip: Vec<Target>,
+}
+
+/// A resource or probe id, as `--only` and `--skip` take them. `registrator`
+/// names both the container resource and its health probe.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Target(&'static str);
+
+impl ValueEnum for Target {
+    fn value_variants<'a>() -> &'a [Self] {
+        const ALL: [Target; 10] = [
+            Target("link"),
+            Target("networkd"),
+            Target("dnsmasq"),
+            Target("consul-config"),
+            Target("environment"),
+            Target("consul"),
+            Target("registrator"),
+            Target("consul-http"),
+            Target("consul-dns"),
+            Target("consul-exposure"),
+        ];
+        &ALL
+    }
+
+    fn to_possible_value(&self) -> Option<clap::builder::PossibleValue> {
+        Some(clap::builder::PossibleValue::new(self.0))
+    }
 }
 
 impl Selection {
+    fn selected(&self, name: &str) -> bool {
+        (self.only.is_empty() || self.only.iter().any(|t| t.0 == name))
+            && !self.skip.iter().any(|t| t.0 == name)
+    }
+
     /// The selected resources, always in converge order.
-    pub fn resolve(&self) -> Vec<ResourceId> {
+    pub fn resources(&self) -> Vec<ResourceId> {
         ResourceId::ALL
             .into_iter()
-            .filter(|id| self.only.is_empty() || self.only.contains(id))
-            .filter(|id| !self.skip.contains(id))
+            .filter(|id| self.selected(id.as_str()))
+            .collect()
+    }
+
+    pub fn probes(&self) -> Vec<ProbeId> {
+        ProbeId::ALL
+            .into_iter()
+            .filter(|id| self.selected(id.as_str()))
             .collect()
     }
 }
@@ -143,6 +203,17 @@ mod tests {
         let Command::Apply(a) = cli.command else {
             panic!()
         };
-        assert_eq!(a.selection.resolve(), vec![ResourceId::Environment]);
+        assert_eq!(a.selection.resources(), vec![ResourceId::Environment]);
+        assert!(a.selection.probes().is_empty());
+        let cli =
+            Cli::try_parse_from(["nodeprep", "check", "--skip", "consul-dns,registrator"]).unwrap();
+        let Command::Check(c) = cli.command else {
+            panic!()
+        };
+        assert_eq!(
+            c.selection.probes(),
+            vec![ProbeId::ConsulHttp, ProbeId::ConsulExposure]
+        );
+        assert!(!c.selection.resources().contains(&ResourceId::Registrator));
     }
 }

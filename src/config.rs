@@ -42,6 +42,22 @@ pub struct File {
     pub docker: DockerFile,
     #[serde(default)]
     pub registrator: RegistratorFile,
+    #[serde(default)]
+    pub probes: ProbesFile,
+    #[serde(default)]
+    pub report: ReportFile,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProbesFile {
+    pub timeout_ms: Option<Bounded<50, 60_000>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReportFile {
+    pub ttl_secs: Option<Bounded<10, 604_800>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -124,6 +140,22 @@ pub struct Config {
     pub environment: Environment,
     pub docker: Docker,
     pub registrator: Registrator,
+    pub probes: Probes,
+    pub report: ReportCfg,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Probes {
+    /// Per probe; a hung service never hangs an audit.
+    pub timeout_ms: u64,
+}
+
+/// `check --report-consul`: the TTL check on the local agent.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ReportCfg {
+    /// Longer than the audit timer's period, so a host that stops auditing
+    /// turns critical in Consul.
+    pub ttl_secs: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -271,6 +303,12 @@ impl Config {
         // override the default value of CONSUL_HTTP_ADDR.
         vars.extend(file.environment.vars.unwrap_or_default());
         Ok(Config {
+            probes: Probes {
+                timeout_ms: file.probes.timeout_ms.map_or(2000, |b| b.0),
+            },
+            report: ReportCfg {
+                ttl_secs: file.report.ttl_secs.map_or(7200, |b| b.0),
+            },
             docker: Docker {
                 socket: file
                     .docker
@@ -912,6 +950,20 @@ impl GossipKey {
 impl fmt::Debug for GossipKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("GossipKey(<redacted>)")
+    }
+}
+
+/// An integer in MIN..=MAX.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(try_from = "i64")]
+pub struct Bounded<const MIN: u64, const MAX: u64>(pub u64);
+impl<const MIN: u64, const MAX: u64> TryFrom<i64> for Bounded<MIN, MAX> {
+    type Error = String;
+    fn try_from(n: i64) -> Result<Self, String> {
+        match u64::try_from(n) {
+            Ok(v) if (MIN..=MAX).contains(&v) => Ok(Bounded(v)),
+            _ => Err(format!("{n} is out of range {MIN}-{MAX}")),
+        }
     }
 }
 

@@ -13,6 +13,7 @@ pub mod exit;
 pub mod facts;
 pub mod output;
 pub mod plan;
+pub mod probes;
 pub mod progress;
 pub mod render;
 pub mod report;

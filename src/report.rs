@@ -52,14 +52,28 @@ pub struct Summary {
 pub struct Report {
     pub command: &'static str,
     pub version: &'static str,
+    pub host: String,
+    /// When the run started, RFC 3339 UTC.
+    pub timestamp: String,
+    /// Unix time of the start, for the Prometheus format.
+    #[serde(skip)]
+    pub unix_time: f64,
+    pub duration_seconds: f64,
+    /// Counts over resources and probes together.
     pub summary: Summary,
     pub resources: Vec<ResourceReport>,
+    pub probes: Vec<ResourceReport>,
 }
 
 impl Report {
-    pub fn new(command: &'static str, resources: Vec<ResourceReport>) -> Report {
+    pub fn new(
+        command: &'static str,
+        started: std::time::SystemTime,
+        resources: Vec<ResourceReport>,
+        probes: Vec<ResourceReport>,
+    ) -> Report {
         let mut summary = Summary::default();
-        for r in &resources {
+        for r in resources.iter().chain(&probes) {
             *match r.status {
                 Status::Ok => &mut summary.ok,
                 Status::Changed => &mut summary.changed,
@@ -68,11 +82,28 @@ impl Report {
                 Status::Skipped => &mut summary.skipped,
             } += 1;
         }
+        let since_epoch = started
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default();
         Report {
             command,
             version: env!("CARGO_PKG_VERSION"),
+            host: sysinfo::System::host_name().unwrap_or_default(),
+            timestamp: humantime::format_rfc3339_seconds(started).to_string(),
+            unix_time: since_epoch.as_secs_f64(),
+            duration_seconds: started.elapsed().unwrap_or_default().as_secs_f64(),
             summary,
             resources,
+            probes,
         }
+    }
+
+    /// The one-line summary people and Consul's check output read.
+    pub fn summary_line(&self) -> String {
+        let s = &self.summary;
+        format!(
+            "{}: {} ok, {} changed, {} drift, {} failed, {} skipped",
+            self.command, s.ok, s.changed, s.drift, s.failed, s.skipped
+        )
     }
 }

@@ -42,10 +42,31 @@ fn first_apply_changes_everything_second_changes_nothing() {
     );
     let doc = first.json();
     assert_eq!(doc["command"], "apply");
+    assert!(doc["host"].is_string() && doc["duration_seconds"].is_f64());
+    assert!(
+        doc["timestamp"].as_str().unwrap().ends_with('Z'),
+        "{}",
+        doc["timestamp"]
+    );
+    let probes: Vec<(&str, &str)> = doc["probes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| (p["id"].as_str().unwrap(), p["status"].as_str().unwrap()))
+        .collect();
+    assert_eq!(
+        probes,
+        [
+            ("consul-http", "skipped"),
+            ("consul-dns", "skipped"),
+            ("registrator", "skipped"),
+            ("consul-exposure", "skipped")
+        ]
+    );
     assert_eq!(doc["version"], env!("CARGO_PKG_VERSION"));
     assert_eq!(
         doc["summary"],
-        serde_json::json!({"ok": 0, "changed": 4, "drift": 0, "failed": 0, "skipped": 3})
+        serde_json::json!({"ok": 0, "changed": 4, "drift": 0, "failed": 0, "skipped": 7})
     );
     for (_, path) in MANAGED {
         let meta = std::fs::metadata(env.path(path)).unwrap();
@@ -347,12 +368,13 @@ fn human_output_has_one_line_per_resource_and_a_summary() {
     let run = env.run(&["apply"]);
     run.expect_code(0);
     let lines: Vec<&str> = run.stdout.lines().collect();
-    assert_eq!(lines.len(), 8, "{}", run.stdout);
+    // 7 resources, 4 probes (skipped offline), the summary.
+    assert_eq!(lines.len(), 12, "{}", run.stdout);
     assert!(lines[0].starts_with("skipped  link "), "{}", lines[0]);
     assert!(lines[1].starts_with("changed  networkd "), "{}", lines[1]);
     assert_eq!(
-        lines[7],
-        "apply: 0 ok, 4 changed, 0 drift, 0 failed, 3 skipped"
+        lines[11],
+        "apply: 0 ok, 4 changed, 0 drift, 0 failed, 7 skipped"
     );
     let quiet = env.run(&["-q", "apply"]);
     quiet.expect_code(0);
@@ -408,4 +430,57 @@ fn gossip_key_is_redacted_from_plan_and_its_file_is_0640() {
         0o640
     );
     assert!(std::fs::read_to_string(agent).unwrap().contains(key));
+}
+
+#[test]
+fn prometheus_output_parses_with_the_reference_parser() {
+    let env = converged();
+    std::fs::write(env.path("/etc/dnsmasq.d/consul.conf"), "edited\n").unwrap();
+    let run = env.run(&["--format", "prometheus", "check"]);
+    run.expect_code(2);
+    // prometheus_client's own text parser (installed by tests/setup.sh).
+    let script = r#"
+import sys
+from prometheus_client.parser import text_string_to_metric_families
+seen = {}
+for fam in text_string_to_metric_families(sys.stdin.read()):
+    for s in fam.samples:
+        if s.name == "nodeprep_status" and s.value == 1:
+            seen[s.labels["id"]] = s.labels["status"]
+        if s.name == "nodeprep_summary":
+            seen["summary_" + s.labels["status"]] = int(s.value)
+        if s.name == "nodeprep_run_duration_seconds":
+            seen["duration"] = s.value
+print(" ".join(f"{k}={v}" for k, v in sorted(seen.items()) if k != "duration"))
+assert seen["duration"] >= 0
+"#;
+    let out = Command::new("python3")
+        .args(["-c", script])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .and_then(|mut child| {
+            use std::io::Write;
+            child
+                .stdin
+                .take()
+                .unwrap()
+                .write_all(run.stdout.as_bytes())?;
+            child.wait_with_output()
+        })
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    if stderr.contains("No module named 'prometheus_client'") {
+        return common::prerequisite_missing(
+            "python3 module prometheus_client (pip install prometheus-client)",
+        );
+    }
+    assert!(out.status.success(), "{stderr}\n{}", run.stdout);
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "consul=skipped consul-config=ok consul-dns=skipped consul-exposure=skipped consul-http=skipped \
+         dnsmasq=drift environment=ok link=skipped networkd=ok registrator=skipped \
+         summary_changed=0 summary_drift=1 summary_failed=0 summary_ok=3 summary_skipped=7"
+    );
 }

@@ -6,6 +6,7 @@
 #   dnsmasq-base, bind9-dnsutils           real dnsmasq answering through nodeprep's file
 #   iproute2, util-linux                   network namespaces (ip netns, unshare)
 #   docker.io                              a real dockerd for the container tests
+#   prometheus-client (PyPI)               the reference parser for --format prometheus
 set -euo pipefail
 
 packages=(qemu-system-x86 busybox-static cpio mmdebstrap e2fsprogs dnsmasq-base bind9-dnsutils iproute2 util-linux docker.io)
@@ -20,4 +21,7 @@ if [ ${#missing[@]} -gt 0 ]; then
     apt-get -o DPkg::Lock::Timeout=300 update -qq
     apt-get -o DPkg::Lock::Timeout=300 install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
+# The reference Prometheus text-format parser, to check --format prometheus.
+python3 -c 'import prometheus_client' 2>/dev/null ||
+    python3 -m pip install -q --disable-pip-version-check prometheus-client
 echo "setup: prerequisites present"

@@ -349,6 +349,9 @@ mod tests {
         };
         // A changed hash function would recreate every container on upgrade.
         // sha256 of {"image":"a:1","cmd":["x"],"env":[],"binds":[],"network_mode":"host","restart":"always"}
-        assert_eq!(spec.hash(), "6d0a395879b9229c261c83090be02fb4df1c6423bb32fd4015edc035a86576c1");
+        assert_eq!(
+            spec.hash(),
+            "6d0a395879b9229c261c83090be02fb4df1c6423bb32fd4015edc035a86576c1"
+        );
     }
 }

@@ -1,5 +1,6 @@
 //! Side effects, one small module per kind: files, netlink, systemd, the lock.
 
+pub mod consul;
 pub mod docker;
 pub mod files;
 pub mod lock;

@@ -1,0 +1,260 @@
+//! Live probes of the whole chain: the agent answers HTTP, DNS answers through
+//! dnsmasq, registrator is not crash-looping, and the agent's API is not
+//! exposed on the host's routable address. Each has a short timeout, so a
+//! hung service never hangs an audit. A probe that finds a problem is
+//! `drift`; one nodeprep could not run at all is `failed`.
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpStream, UdpSocket};
+use std::time::Duration;
+
+use anyhow::{anyhow, bail, Context, Result};
+use clap::ValueEnum;
+use hickory_proto::op::{Message, MessageType, OpCode, Query, ResponseCode};
+use hickory_proto::rr::{Name, RData, RecordType};
+
+use crate::config::BindAddr;
+use crate::report::{ResourceReport, Status};
+use crate::resources::{consul_config, Ctx};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, ValueEnum)]
+pub enum ProbeId {
+    ConsulHttp,
+    ConsulDns,
+    Registrator,
+    ConsulExposure,
+}
+
+impl ProbeId {
+    pub const ALL: [ProbeId; 4] = [
+        ProbeId::ConsulHttp,
+        ProbeId::ConsulDns,
+        ProbeId::Registrator,
+        ProbeId::ConsulExposure,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ProbeId::ConsulHttp => "consul-http",
+            ProbeId::ConsulDns => "consul-dns",
+            // Same name as the resource: the probe is about the running
+            // container's health, the resource about its spec.
+            ProbeId::Registrator => "registrator",
+            ProbeId::ConsulExposure => "consul-exposure",
+        }
+    }
+}
+
+/// What a probe found: fine, or a problem with the host (drift).
+enum Finding {
+    Ok(String),
+    Problem(String),
+}
+
+pub fn run(ctx: &Ctx, ids: &[ProbeId]) -> Vec<ResourceReport> {
+    ids.iter()
+        .map(|&id| {
+            let (status, detail) = if ctx.offline() {
+                (
+                    Status::Skipped,
+                    "live probes not run under --root".to_string(),
+                )
+            } else {
+                match probe(ctx, id) {
+                    Ok(Finding::Ok(d)) => (Status::Ok, d),
+                    Ok(Finding::Problem(d)) => (Status::Drift, d),
+                    Err(e) => (Status::Failed, format!("{e:#}")),
+                }
+            };
+            ResourceReport {
+                id: id.as_str(),
+                status,
+                detail,
+                diff: None,
+            }
+        })
+        .collect()
+}
+
+fn probe(ctx: &Ctx, id: ProbeId) -> Result<Finding> {
+    match id {
+        ProbeId::ConsulHttp => consul_http(ctx),
+        ProbeId::ConsulDns => consul_dns(ctx),
+        ProbeId::Registrator => registrator(ctx),
+        ProbeId::ConsulExposure => consul_exposure(ctx),
+    }
+}
+
+fn timeout(ctx: &Ctx) -> Duration {
+    Duration::from_millis(ctx.cfg.probes.timeout_ms)
+}
+
+fn agent_url(ctx: &Ctx, path: &str) -> String {
+    format!(
+        "http://{}:{}{path}",
+        ctx.cfg.link.address.ip(),
+        ctx.cfg.consul.http_port.0
+    )
+}
+
+/// A ureq agent that never waits longer than the probe timeout in total.
+pub fn http(timeout: Duration) -> ureq::Agent {
+    ureq::Agent::config_builder()
+        .timeout_global(Some(timeout))
+        .http_status_as_error(false)
+        .build()
+        .into()
+}
+
+fn get_json(agent: &ureq::Agent, url: &str) -> Result<serde_json::Value> {
+    let mut resp = agent
+        .get(url)
+        .call()
+        .with_context(|| format!("GET {url}"))?;
+    let status = resp.status();
+    let body = resp
+        .body_mut()
+        .read_to_string()
+        .with_context(|| format!("GET {url}: reading the body"))?;
+    if !status.is_success() {
+        bail!("GET {url}: HTTP {status}: {}", body.trim());
+    }
+    serde_json::from_str(&body).with_context(|| format!("GET {url}: not JSON"))
+}
+
+fn consul_http(ctx: &Ctx) -> Result<Finding> {
+    let agent = http(timeout(ctx));
+    let check = || -> Result<String> {
+        let me = get_json(&agent, &agent_url(ctx, "/v1/agent/self"))?;
+        let node = me["Config"]["NodeName"].as_str().unwrap_or("?").to_string();
+        let dc = me["Config"]["Datacenter"]
+            .as_str()
+            .unwrap_or("?")
+            .to_string();
+        let leader = get_json(&agent, &agent_url(ctx, "/v1/status/leader"))?;
+        let leader = leader.as_str().unwrap_or_default().to_string();
+        if leader.is_empty() {
+            bail!("node {node}, datacenter {dc}: the agent answers but the cluster has no leader");
+        }
+        Ok(format!("node {node}, datacenter {dc}, leader {leader}"))
+    };
+    Ok(match check() {
+        Ok(d) => Finding::Ok(d),
+        Err(e) => Finding::Problem(format!(
+            "the Consul HTTP API does not answer properly: {e:#}"
+        )),
+    })
+}
+
+fn consul_dns(ctx: &Ctx) -> Result<Finding> {
+    let name = format!("consul.service.{}.", ctx.cfg.consul.domain.0);
+    let mut parts = Vec::new();
+    let mut problems = Vec::new();
+    // Through dnsmasq on both addresses it listens on: the link address for
+    // containers, loopback for the host.
+    for server in [ctx.cfg.link.address.ip(), Ipv4Addr::LOCALHOST] {
+        let addr = SocketAddr::new(IpAddr::V4(server), 53);
+        match query_a(addr, &name, timeout(ctx)) {
+            Ok(ips) if !ips.is_empty() => {
+                let ips: Vec<String> = ips.iter().map(|i| i.to_string()).collect();
+                parts.push(format!("{addr} -> {}", ips.join(" ")));
+            }
+            Ok(_) => problems.push(format!("{addr}: no A record for {name}")),
+            Err(e) => problems.push(format!("{addr}: {e:#}")),
+        }
+    }
+    Ok(if problems.is_empty() {
+        Finding::Ok(format!("{name} {}", parts.join("; ")))
+    } else {
+        Finding::Problem(format!("{name} does not resolve: {}", problems.join("; ")))
+    })
+}
+
+/// One A query over UDP with a deadline; hickory encodes and decodes.
+pub fn query_a(server: SocketAddr, name: &str, timeout: Duration) -> Result<Vec<Ipv4Addr>> {
+    let mut msg = Message::new(rand_id(), MessageType::Query, OpCode::Query);
+    msg.metadata.recursion_desired = true;
+    msg.add_query(Query::query(
+        Name::from_ascii(name).context("bad query name")?,
+        RecordType::A,
+    ));
+    let bytes = msg.to_vec().context("encoding the DNS query")?;
+    let sock = UdpSocket::bind("0.0.0.0:0").context("opening a UDP socket")?;
+    sock.set_read_timeout(Some(timeout))?;
+    sock.connect(server)
+        .with_context(|| format!("connecting to {server}"))?;
+    sock.send(&bytes)
+        .with_context(|| format!("sending to {server}"))?;
+    let mut buf = [0u8; 4096];
+    let n = match sock.recv(&mut buf) {
+        Ok(n) => n,
+        Err(e)
+            if matches!(
+                e.kind(),
+                std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+            ) =>
+        {
+            bail!("no answer within {} ms", timeout.as_millis())
+        }
+        Err(e) => return Err(anyhow!("{e}")),
+    };
+    let resp = Message::from_vec(&buf[..n]).map_err(|e| anyhow!("bad DNS answer: {e}"))?;
+    if resp.metadata.id != msg.metadata.id {
+        bail!("answer for another query");
+    }
+    if resp.metadata.response_code != ResponseCode::NoError {
+        bail!("{}", resp.metadata.response_code);
+    }
+    Ok(resp
+        .answers
+        .iter()
+        .filter_map(|r| match &r.data {
+            RData::A(a) => Some(a.0),
+            _ => None,
+        })
+        .collect())
+}
+
+fn rand_id() -> u16 {
+    // Not security relevant (we talk to our own resolver); just distinct.
+    let t = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    (t.subsec_nanos() ^ std::process::id()) as u16
+}
+
+fn registrator(ctx: &Ctx) -> Result<Finding> {
+    let name = &ctx.cfg.registrator.container.0;
+    let Some(c) = ctx.docker()?.inspect(name)? else {
+        return Ok(Finding::Problem(format!("container {name} does not exist")));
+    };
+    // Docker backs off between restarts of a crashing container (100 ms,
+    // doubling to a minute) and reports Restarting meanwhile: a crash loop
+    // is mostly seen as restarting, rarely as running.
+    Ok(if c.restarting {
+        Finding::Problem(format!(
+            "{name} is crash-looping: restarting after {} restarts (last exit code {})",
+            c.restart_count, c.exit_code
+        ))
+    } else if !c.running {
+        Finding::Problem(format!("{name} is not running (exit code {})", c.exit_code))
+    } else {
+        Finding::Ok(format!(
+            "{name} running since {}, {} restarts",
+            c.started_at, c.restart_count
+        ))
+    })
+}
+
+fn consul_exposure(ctx: &Ctx) -> Result<Finding> {
+    let bind = match ctx.cfg.consul.bind_addr {
+        BindAddr::Addr(ip) => ip,
+        BindAddr::Auto => consul_config::auto_bind_addr(ctx)?.0,
+    };
+    let addr = SocketAddr::new(IpAddr::V4(bind), ctx.cfg.consul.http_port.0);
+    Ok(match TcpStream::connect_timeout(&addr, timeout(ctx)) {
+        Ok(_) => Finding::Problem(format!(
+            "the Consul HTTP API is exposed on {addr}, the host's routable address: keep client_addr on loopback and the link address"
+        )),
+        Err(e) => Finding::Ok(format!("HTTP API not reachable on {addr} ({e})")),
+    })
+}
