@@ -9,7 +9,7 @@
 #   prometheus-client (PyPI)               the reference parser for --format prometheus
 set -euo pipefail
 
-packages=(qemu-system-x86 busybox-static cpio mmdebstrap e2fsprogs dnsmasq-base bind9-dnsutils iproute2 util-linux docker.io)
+packages=(systemd qemu-system-x86 busybox-static cpio mmdebstrap e2fsprogs dnsmasq-base bind9-dnsutils iproute2 util-linux docker.io)
 
 missing=()
 for p in "${packages[@]}"; do
