@@ -13,7 +13,7 @@ use crate::exit::{Exit, Fatal, OrExit};
 use crate::facts;
 use crate::output::{self, Verbosity};
 use crate::probes;
-use crate::report::Report;
+use crate::report::{ConsulReport, Report};
 use crate::resources::Ctx;
 use crate::sys::{consul, lock};
 
@@ -153,9 +153,8 @@ fn converge(g: &Global, command: &'static str, sel: &Selection, run: Run) -> Res
     } else {
         Vec::new()
     };
-    let report = Report::new(command, started, resources, probes);
-    output::report(&report, g.format, g.verbosity).or_exit(Exit::Failed)?;
-    let exit = if report.summary.failed > 0 {
+    let mut report = Report::new(command, started, resources, probes);
+    let mut exit = if report.summary.failed > 0 {
         Exit::Failed
     } else if report.summary.drift > 0 {
         Exit::Drift
@@ -163,13 +162,20 @@ fn converge(g: &Global, command: &'static str, sel: &Selection, run: Run) -> Res
         Exit::Ok
     };
     if run.report_consul {
-        // A failure to report is its own error, never a silent skip.
-        report_to_consul(&ctx, &report).or_exit(Exit::Failed)?;
+        // A failure to report is its own error, never a silent skip; it is
+        // part of the one report document, not a second one.
+        let outcome = report_to_consul(&ctx, &report);
+        if let Err(e) = &outcome {
+            eprintln!("nodeprep: {e:#}");
+            exit = Exit::Failed;
+        }
+        report.consul_report = Some(ConsulReport::from(outcome));
     }
+    output::report(&report, g.format, g.verbosity).or_exit(Exit::Failed)?;
     Ok(exit)
 }
 
-fn report_to_consul(ctx: &Ctx, report: &Report) -> anyhow::Result<()> {
+fn report_to_consul(ctx: &Ctx, report: &Report) -> anyhow::Result<&'static str> {
     let base = format!(
         "http://{}:{}",
         ctx.cfg.link.address.ip(),
@@ -201,5 +207,5 @@ fn report_to_consul(ctx: &Ctx, report: &Report) -> anyhow::Result<()> {
         .ensure_check(ctx.cfg.report.ttl_secs)
         .with_context(ctx_msg)?;
     agent.update(status, &output).with_context(ctx_msg)?;
-    Ok(())
+    Ok(status.as_str())
 }

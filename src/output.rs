@@ -57,6 +57,9 @@ pub fn human(r: &Report, verbosity: Verbosity, colour: bool) -> String {
     if verbosity != Verbosity::Quiet || s.failed + s.drift > 0 {
         let _ = writeln!(out, "{}", r.summary_line());
     }
+    if let Some(c) = &r.consul_report {
+        let _ = writeln!(out, "consul check nodeprep: {}", c.status);
+    }
     out
 }
 

@@ -63,6 +63,32 @@ pub struct Report {
     pub summary: Summary,
     pub resources: Vec<ResourceReport>,
     pub probes: Vec<ResourceReport>,
+    /// With `--report-consul`: what was sent to the agent, or why not.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub consul_report: Option<ConsulReport>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ConsulReport {
+    /// The check status sent (passing, warning, critical), or "failed".
+    pub status: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+impl From<anyhow::Result<&'static str>> for ConsulReport {
+    fn from(r: anyhow::Result<&'static str>) -> Self {
+        match r {
+            Ok(status) => ConsulReport {
+                status,
+                error: None,
+            },
+            Err(e) => ConsulReport {
+                status: "failed",
+                error: Some(format!("{e:#}")),
+            },
+        }
+    }
 }
 
 impl Report {
@@ -95,6 +121,7 @@ impl Report {
             summary,
             resources,
             probes,
+            consul_report: None,
         }
     }
 
