@@ -39,6 +39,15 @@ struct DnsmasqConf<'a> {
 struct Interfaces {
     client_addr: String,
     bind_addr: String,
+    /// Explicit, so the agent listens where dnsmasq forwards and the probes
+    /// and registrator look, whatever `consul.http_port`/`dns_port` say.
+    ports: Ports,
+}
+
+#[derive(Serialize)]
+struct Ports {
+    http: u16,
+    dns: u16,
 }
 
 fn finish(rendered: askama::Result<String>) -> String {
@@ -98,6 +107,7 @@ pub fn consul_interfaces(cfg: &Config, bind_addr: Ipv4Addr) -> String {
     let doc = Interfaces {
         client_addr: cfg.consul.client_addr.to_string(),
         bind_addr: bind_addr.to_string(),
+        ports: Ports { http: cfg.consul.http_port.0, dns: cfg.consul.dns_port.0 },
     };
     let mut s = serde_json::to_string_pretty(&doc).expect("serializing plain strings");
     s.push('\n');
@@ -252,7 +262,7 @@ mod tests {
     fn consul_interfaces_golden() {
         assert_eq!(
             consul_interfaces(&Config::default(), Ipv4Addr::new(10, 0, 0, 5)),
-            "{\n  \"client_addr\": \"127.0.0.1 169.254.1.1\",\n  \"bind_addr\": \"10.0.0.5\"\n}\n"
+            "{\n  \"client_addr\": \"127.0.0.1 169.254.1.1\",\n  \"bind_addr\": \"10.0.0.5\",\n  \"ports\": {\n    \"http\": 8500,\n    \"dns\": 8600\n  }\n}\n"
         );
     }
 

@@ -74,7 +74,7 @@ fn first_apply_changes_everything_second_changes_nothing() {
     }
     assert_eq!(
         std::fs::read_to_string(env.path("/etc/consul.d/interfaces.json")).unwrap(),
-        "{\n  \"client_addr\": \"127.0.0.1 169.254.1.1\",\n  \"bind_addr\": \"192.0.2.10\"\n}\n"
+        "{\n  \"client_addr\": \"127.0.0.1 169.254.1.1\",\n  \"bind_addr\": \"192.0.2.10\",\n  \"ports\": {\n    \"http\": 8500,\n    \"dns\": 8600\n  }\n}\n"
     );
 
     let before = env.snapshot();

@@ -67,11 +67,21 @@ impl Host {
     }
 
     fn configure_with(&self, consul_image: &str, extra_consul: &str, extra_tables: &str) {
+        self.configure_all(consul_image, extra_consul, "", extra_tables)
+    }
+
+    fn configure_all(
+        &self,
+        consul_image: &str,
+        extra_consul: &str,
+        extra_registrator: &str,
+        extra_tables: &str,
+    ) {
         let d = self.dir.path().display();
         let text = format!(
             "[consul]\nconfig_dir = \"{d}/consul.d\"\ndata_dir = \"{d}/data\"\nbind_addr = \"192.0.2.10\"\n\
              image = \"{}\"\ncontainer = \"{}\"\n{extra_consul}\n\
-             [registrator]\nimage = \"{}\"\ncontainer = \"{}\"\n\
+             [registrator]\nimage = \"{}\"\ncontainer = \"{}\"\n{extra_registrator}\n\
              [environment]\nfile = \"{d}/environment\"\n{extra_tables}",
             consul_image,
             self.consul,
@@ -453,4 +463,29 @@ fn an_image_that_cannot_be_pulled_is_a_clear_error() {
         run.stderr
     );
     assert!(docker::inspect_container(&h.consul).is_none());
+}
+
+#[test]
+fn a_crash_looping_registrator_is_reported_by_its_probe() {
+    if !docker::docker_or_skip() {
+        return;
+    }
+    let h = Host::new("crashloop");
+    // The stand-in exits 2 on an option real registrator does not know, so
+    // under restart policy `always` it crash-loops.
+    h.configure_all(docker::CONSUL_IMAGE, "", "args = [\"-no-such-flag\"]", "");
+    h.apply();
+    assert!(matches!(
+        docker::wait_outcome(&h.registrator, WAIT),
+        Outcome::Restarting(_) | Outcome::Exited(_)
+    ));
+    let check = h.check();
+    assert_ne!(check.code, 0, "{}", check.stdout);
+    let probe = check.json()["probes"][0].clone();
+    assert_eq!(probe["status"], "drift", "{}", check.stdout);
+    let detail = probe["detail"].as_str().unwrap();
+    assert!(
+        detail.contains("crash-looping") || detail.contains("not running"),
+        "{detail}"
+    );
 }
