@@ -32,6 +32,9 @@ struct Host {
     _containers: Containers,
     consul: String,
     registrator: String,
+    /// This test's agent ports (http, http + 1 for DNS), so that stand-ins of
+    /// different tests never share a port.
+    port: u16,
     /// Last: fields drop in order, so the containers are gone before the
     /// next test takes its turn.
     _turn: std::sync::MutexGuard<'static, ()>,
@@ -45,7 +48,10 @@ impl Host {
         let _turn = SERIAL
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
+        static NEXT_PORT: std::sync::atomic::AtomicU16 = std::sync::atomic::AtomicU16::new(18500);
+        let port = NEXT_PORT.fetch_add(10, std::sync::atomic::Ordering::Relaxed);
         let host = Host {
+            port,
             dir: tempfile::tempdir().unwrap(),
             _containers: containers,
             consul,
@@ -80,9 +86,12 @@ impl Host {
         let d = self.dir.path().display();
         let text = format!(
             "[consul]\nconfig_dir = \"{d}/consul.d\"\ndata_dir = \"{d}/data\"\nbind_addr = \"192.0.2.10\"\n\
+             client_addr = \"127.0.0.1\"\nhttp_port = {}\ndns_port = {}\n\
              image = \"{}\"\ncontainer = \"{}\"\n{extra_consul}\n\
              [registrator]\nimage = \"{}\"\ncontainer = \"{}\"\n{extra_registrator}\n\
              [environment]\nfile = \"{d}/environment\"\n{extra_tables}",
+            self.port,
+            self.port + 1,
             consul_image,
             self.consul,
             docker::REGISTRATOR_IMAGE,
@@ -187,7 +196,11 @@ fn fresh_apply_creates_both_and_a_second_changes_nothing() {
     );
     assert_eq!(
         r["Config"]["Cmd"],
-        serde_json::json!(["-ip", "192.0.2.10", "consul://169.254.1.1:8500"])
+        serde_json::json!([
+            "-ip",
+            "192.0.2.10",
+            format!("consul://169.254.1.1:{}", h.port)
+        ])
     );
 
     // The data dir belongs to the image's consul user; the config dir stays root's.
