@@ -1,19 +1,29 @@
 //! Self-test of the Docker harness (tests/docker/, tests/common/docker.rs) and
 //! of the TEST STAND-INS (standins/: NOT Consul, NOT registrator): each
 //! stand-in stays up when started the way nodeprep must start the real
-//! program, and exits with a reason otherwise. Needs a Docker engine: one is
-//! started when none answers; without one the tests fail under CI=true and
-//! are skipped (loudly) elsewhere.
+//! program, and exits with a reason otherwise; the consul stand-in answers
+//! its small HTTP API and DNS on every client address. Needs a Docker engine:
+//! one is started when none answers; without one the tests fail under CI=true
+//! and are skipped (loudly) elsewhere. The `consul_process_*` tests run the
+//! stand-in as a plain process (no engine needed); the network-namespace one
+//! needs root (same CI=true rule).
 //!
 //! Containers are named `nodeprep-selftest-<pid>-<n>-<what>`, host network,
 //! restart policy `no` (unless the test is about restarts), removed at the
-//! end of each test.
+//! end of each test. All traffic goes to loopback addresses: each stand-in
+//! gets its own `127.x.y.z` addresses (see [`loopback`]), so tests running at
+//! once never share a port, and nothing is aimed at another host.
 
 #[path = "common/docker.rs"]
 mod docker;
 
 use docker::{Containers, Outcome};
-use std::path::Path;
+use serde_json::{json, Value};
+use std::io::{BufRead, ErrorKind, Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 /// Bound for a stand-in to get ready or exit: it takes well under a second;
@@ -40,11 +50,26 @@ fn volume(host: &Path, container: &str, mode: &str) -> String {
     v
 }
 
-/// A config dir with a valid interfaces.json and an empty data dir.
+/// A loopback address no other test (in this or another test process)
+/// uses: `127.<64 + pid/256 % 128>.<pid % 256>.<n>`. Linux routes all of
+/// 127.0.0.0/8 to `lo`, so each can be bound without configuring anything,
+/// and each stand-in gets the default ports to itself.
+fn loopback() -> String {
+    static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(1);
+    let n = N.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    assert!(n < 255, "out of loopback addresses");
+    let pid = std::process::id();
+    format!("127.{}.{}.{n}", 64 + (pid >> 8) % 128, pid & 0xff)
+}
+
+/// A config dir with a valid interfaces.json and an empty data dir; the
+/// stand-in serves on two fresh loopback addresses.
 struct ConsulDirs {
-    _tmp: tempfile::TempDir,
-    config: std::path::PathBuf,
-    data: std::path::PathBuf,
+    tmp: tempfile::TempDir,
+    config: PathBuf,
+    data: PathBuf,
+    /// The two client addresses.
+    client: [String; 2],
 }
 
 fn consul_dirs() -> ConsulDirs {
@@ -53,11 +78,24 @@ fn consul_dirs() -> ConsulDirs {
     let data = tmp.path().join("data");
     std::fs::create_dir(&config).unwrap();
     std::fs::create_dir(&data).unwrap();
-    docker::write_interfaces_json(&config, "127.0.0.1 169.254.1.1", "192.0.2.10");
+    let client = [loopback(), loopback()];
+    docker::write_interfaces_json(&config, &client.join(" "), "192.0.2.10");
     ConsulDirs {
-        _tmp: tmp,
+        tmp,
         config,
         data,
+        client,
+    }
+}
+
+impl ConsulDirs {
+    fn client_addr(&self) -> String {
+        self.client.join(" ")
+    }
+
+    /// Adds a config file beside interfaces.json.
+    fn write(&self, name: &str, value: Value) {
+        std::fs::write(self.config.join(name), value.to_string()).unwrap();
     }
 }
 
@@ -185,8 +223,16 @@ fn consul_runs_with_config_and_data_mounted_and_stops_promptly() {
     assert_ready(&name);
     eprintln!("consul stand-in ready {:?} after docker run", t.elapsed());
     let logs = docker::logs(&name);
+    let [a, b] = &dirs.client;
     assert!(
-        logs.contains(r#"client_addr="127.0.0.1 169.254.1.1" bind_addr="192.0.2.10""#),
+        logs.contains(&format!(
+            r#"client_addr="{}" bind_addr="192.0.2.10""#,
+            dirs.client_addr()
+        )),
+        "{logs}"
+    );
+    assert!(
+        logs.contains(&format!(" http={a}:8500,{b}:8500 dns={a}:8600,{b}:8600")),
         "{logs}"
     );
 
@@ -402,4 +448,909 @@ fn dead_socket_helpers_do_not_answer() {
         assert!(!out.status.success());
         assert!(t.elapsed() < Duration::from_secs(10));
     }
+}
+
+// ---------------------------------------------------------------------------
+// The consul stand-in's HTTP API and DNS (a TEST STAND-IN, NOT Consul).
+
+/// One HTTP/1.1 request over a plain TcpStream; (status, body). The
+/// stand-in closes the connection after each answer.
+fn http(addr: &str, method: &str, target: &str, body: &str) -> (u16, String) {
+    let mut c = TcpStream::connect(addr).unwrap_or_else(|e| panic!("connect {addr}: {e}"));
+    c.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    write!(
+        c,
+        "{method} {target} HTTP/1.1\r\nHost: {addr}\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let mut text = String::new();
+    c.read_to_string(&mut text)
+        .unwrap_or_else(|e| panic!("{method} {target} on {addr}: {e}"));
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("no status line: {text:?}"));
+    assert!(head.contains("Connection: close"), "{head}");
+    assert!(
+        head.contains("X-Consul-Standin: test stand-in, NOT Consul"),
+        "{head}"
+    );
+    let length: usize = head
+        .lines()
+        .find_map(|l| l.strip_prefix("Content-Length: "))
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert_eq!(length, body.len(), "{text:?}");
+    (status, body.to_string())
+}
+
+fn get_json(addr: &str, target: &str) -> Value {
+    let (status, body) = http(addr, "GET", target, "");
+    assert_eq!(status, 200, "GET {target} on {addr}: {body}");
+    serde_json::from_str(&body).unwrap_or_else(|e| panic!("GET {target}: {e}: {body}"))
+}
+
+/// `dig @server -p port NAME ARGS`, one try with a deadline; (exit code,
+/// stdout). The real DNS client sends EDNS with a cookie, as resolvers do.
+fn dig(server: &str, port: u16, name: &str, args: &[&str]) -> (i32, String) {
+    let out = Command::new("dig")
+        .arg(format!("@{server}"))
+        .args(["-p", &port.to_string(), name, "+time=1", "+tries=1"])
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run dig (apt-get install bind9-dnsutils): {e}"));
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+    )
+}
+
+/// The A records dig got for NAME (`+short`), or panics on a dig failure.
+fn dig_short(server: &str, port: u16, name: &str) -> Vec<String> {
+    let (code, out) = dig(server, port, name, &["+short"]);
+    assert_eq!(code, 0, "dig @{server} -p {port} {name}: {out}");
+    out.lines().map(str::to_string).collect()
+}
+
+/// The record file's lines, parsed.
+fn record_lines(path: &Path) -> Vec<Value> {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .collect()
+}
+
+/// The HTTP lines of a record file as "METHOD path?query -> status" and the
+/// DNS lines as "DNS name TYPE -> rcode answers".
+fn record_summary(lines: &[Value]) -> Vec<String> {
+    lines
+        .iter()
+        .map(|l| match l["proto"].as_str() {
+            Some("http") => format!(
+                "{} {}{}{} -> {}",
+                l["method"].as_str().unwrap(),
+                l["path"].as_str().unwrap(),
+                if l["query"] == "" { "" } else { "?" },
+                l["query"].as_str().unwrap(),
+                l["status"]
+            ),
+            Some("dns") => format!(
+                "DNS {} {} -> {} {}",
+                l["name"].as_str().unwrap(),
+                l["qtype"].as_str().unwrap(),
+                l["rcode"],
+                l["answers"]
+            ),
+            _ => panic!("unexpected record line {l}"),
+        })
+        .collect()
+}
+
+/// Exercises the whole API and DNS of a stand-in serving `addrs` (its
+/// bind_addr 192.0.2.10, node `node`, datacenter `dc`, server), with
+/// `record` its -record file. Used for a container and a plain process.
+fn exercise_api_and_dns(
+    addrs: &[String],
+    http_port: u16,
+    dns_port: u16,
+    node: &str,
+    dc: &str,
+    record: &Path,
+) {
+    // Every client address answers the same agent.
+    for ip in addrs {
+        let addr = format!("{ip}:{http_port}");
+        let me = get_json(&addr, "/v1/agent/self");
+        assert_eq!(me["Config"]["NodeName"], node, "{me}");
+        assert_eq!(me["Config"]["Datacenter"], dc, "{me}");
+        assert_eq!(me["Config"]["Server"], true, "{me}");
+        assert_eq!(me["Member"]["Addr"], "192.0.2.10", "{me}");
+        assert!(me["StandIn"].as_str().unwrap().contains("NOT Consul"));
+        assert_eq!(
+            get_json(&addr, "/v1/status/leader"),
+            json!("192.0.2.10:8300")
+        );
+    }
+    let a = format!("{}:{http_port}", addrs[0]);
+    let b = format!("{}:{http_port}", addrs[addrs.len() - 1]);
+
+    // Checks: what nodeprep's --report-consul does, across both addresses
+    // (one agent, one set of checks).
+    assert_eq!(get_json(&a, "/v1/agent/checks"), json!({}));
+    let register = r#"{"ID":"nodeprep","Name":"nodeprep","TTL":"7200s","Notes":"nodeprep check --report-consul"}"#;
+    assert_eq!(
+        http(&a, "PUT", "/v1/agent/check/register", register),
+        (200, String::new())
+    );
+    assert_eq!(
+        get_json(&b, "/v1/agent/checks"),
+        json!({"nodeprep": {
+            "Node": node, "CheckID": "nodeprep", "Name": "nodeprep", "Status": "critical",
+            "Notes": "nodeprep check --report-consul", "Output": "",
+            "ServiceID": "", "ServiceName": "", "Type": "ttl"}})
+    );
+    let update = r#"{"Status":"passing","Output":"9 ok"}"#;
+    assert_eq!(
+        http(&b, "PUT", "/v1/agent/check/update/nodeprep", update).0,
+        200
+    );
+    let (status, body) = http(
+        &a,
+        "PUT",
+        "/v1/agent/check/update/nodeprep",
+        r#"{"Status":"fine"}"#,
+    );
+    assert_eq!(
+        (status, body.trim()),
+        (400, r#"Invalid check status: "fine""#)
+    );
+    let (status, body) = http(&a, "PUT", "/v1/agent/check/update/other", update);
+    assert_eq!(status, 404);
+    assert!(body.starts_with(r#"Unknown check ID "other""#), "{body}");
+    let checks = get_json(&a, "/v1/agent/checks");
+    assert_eq!(
+        (&checks["nodeprep"]["Status"], &checks["nodeprep"]["Output"]),
+        (&json!("passing"), &json!("9 ok"))
+    );
+    // CheckID (defaulting to Name), warn/fail/pass with ?note=.
+    let second = r#"{"CheckID":"disk","Name":"disk space","TTL":"30s"}"#;
+    assert_eq!(http(&a, "PUT", "/v1/agent/check/register", second).0, 200);
+    assert_eq!(
+        http(
+            &a,
+            "PUT",
+            "/v1/agent/check/register",
+            r#"{"Name":"by-name","TTL":"1m"}"#
+        )
+        .0,
+        200
+    );
+    assert_eq!(
+        http(&a, "PUT", "/v1/agent/check/warn/disk?note=81%25+used", "").0,
+        200
+    );
+    assert_eq!(http(&a, "PUT", "/v1/agent/check/fail/by-name", "").0, 200);
+    assert_eq!(
+        http(&a, "PUT", "/v1/agent/check/pass/nodeprep?note=all+good", "").0,
+        200
+    );
+    assert_eq!(http(&a, "PUT", "/v1/agent/check/pass/nope", "").0, 404);
+    let checks = get_json(&b, "/v1/agent/checks");
+    let states: Vec<(String, String, String)> = checks
+        .as_object()
+        .unwrap()
+        .iter()
+        .map(|(id, c)| {
+            (
+                id.clone(),
+                c["Status"].as_str().unwrap().to_string(),
+                c["Output"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    let expected = [
+        ("by-name", "critical", ""),
+        ("disk", "warning", "81% used"),
+        ("nodeprep", "passing", "all good"),
+    ];
+    assert_eq!(
+        states,
+        expected.map(|(a, b, c)| (a.to_string(), b.to_string(), c.to_string()))
+    );
+    assert_eq!(checks["disk"]["Name"], "disk space");
+    // Anything else: 404; a known path with another method: 405.
+    assert_eq!(http(&a, "GET", "/v1/agent/services", "").0, 404);
+    assert_eq!(http(&a, "GET", "/v1/kv/x", "").0, 404);
+    assert_eq!(
+        http(&a, "POST", "/v1/agent/check/register", register).0,
+        405
+    );
+
+    // DNS on every client address, through a real client (dig).
+    for ip in addrs {
+        assert_eq!(
+            dig_short(ip, dns_port, "web.service.consul"),
+            ["192.0.2.10"]
+        );
+        assert_eq!(
+            dig_short(ip, dns_port, &format!("{node}.node.consul")),
+            ["192.0.2.10"]
+        );
+    }
+    let ip = &addrs[0];
+    assert_eq!(
+        dig_short(ip, dns_port, "primary.DB.Service.Consul."),
+        ["192.0.2.10"]
+    );
+    assert_eq!(
+        dig_short(ip, dns_port, &format!("web.service.{dc}.consul")),
+        ["192.0.2.10"]
+    );
+    // The full answer: authoritative, TTL 0, the question echoed.
+    let (code, out) = dig(ip, dns_port, "web.service.consul", &[]);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("status: NOERROR"), "{out}");
+    assert!(out.contains("flags: qr aa rd;"), "{out}");
+    assert!(out.contains("QUERY: 1, ANSWER: 1,"), "{out}");
+    let answer: Vec<&str> = out
+        .lines()
+        .skip_while(|l| !l.contains("ANSWER SECTION"))
+        .nth(1)
+        .unwrap()
+        .split_whitespace()
+        .collect();
+    assert_eq!(
+        answer,
+        ["web.service.consul.", "0", "IN", "A", "192.0.2.10"],
+        "{out}"
+    );
+    // Not served: NXDOMAIN. A name that exists asked for AAAA: NODATA.
+    for name in [
+        "web.query.consul",
+        "other-node.node.consul",
+        "example.com",
+        "web.service.dc9.consul",
+    ] {
+        let (code, out) = dig(ip, dns_port, name, &[]);
+        assert_eq!(code, 0, "{out}");
+        assert!(out.contains("status: NXDOMAIN"), "{name}: {out}");
+    }
+    let (_, out) = dig(ip, dns_port, "web.service.consul", &["AAAA"]);
+    assert!(
+        out.contains("status: NOERROR") && out.contains("ANSWER: 0,"),
+        "{out}"
+    );
+    // Without EDNS too.
+    let (_, out) = dig(ip, dns_port, "web.service.consul", &["+noedns", "+short"]);
+    assert_eq!(out.trim(), "192.0.2.10");
+
+    // The record file: every request, in order, as made.
+    let lines = record_lines(record);
+    let first_put = lines.iter().find(|l| l["method"] == "PUT").unwrap();
+    assert_eq!(first_put["body"], register);
+    assert_eq!(first_put["local"], a);
+    let summary = record_summary(&lines);
+    let mut expected: Vec<String> = Vec::new();
+    for _ in addrs {
+        expected.push("GET /v1/agent/self -> 200".into());
+        expected.push("GET /v1/status/leader -> 200".into());
+    }
+    expected.extend(
+        [
+            "GET /v1/agent/checks -> 200",
+            "PUT /v1/agent/check/register -> 200",
+            "GET /v1/agent/checks -> 200",
+            "PUT /v1/agent/check/update/nodeprep -> 200",
+            "PUT /v1/agent/check/update/nodeprep -> 400",
+            "PUT /v1/agent/check/update/other -> 404",
+            "GET /v1/agent/checks -> 200",
+            "PUT /v1/agent/check/register -> 200",
+            "PUT /v1/agent/check/register -> 200",
+            "PUT /v1/agent/check/warn/disk?note=81%25+used -> 200",
+            "PUT /v1/agent/check/fail/by-name -> 200",
+            "PUT /v1/agent/check/pass/nodeprep?note=all+good -> 200",
+            "PUT /v1/agent/check/pass/nope -> 404",
+            "GET /v1/agent/checks -> 200",
+            "GET /v1/agent/services -> 404",
+            "GET /v1/kv/x -> 404",
+            "POST /v1/agent/check/register -> 405",
+        ]
+        .map(String::from),
+    );
+    let http_lines: Vec<String> = summary
+        .iter()
+        .filter(|l| !l.starts_with("DNS "))
+        .cloned()
+        .collect();
+    assert_eq!(http_lines, expected);
+    let dns_lines: Vec<&String> = summary.iter().filter(|l| l.starts_with("DNS ")).collect();
+    assert_eq!(
+        dns_lines[0],
+        r#"DNS web.service.consul. A -> 0 ["192.0.2.10"]"#
+    );
+    assert!(
+        dns_lines.contains(&&"DNS web.query.consul. A -> 3 []".to_string()),
+        "{dns_lines:#?}"
+    );
+    assert!(
+        dns_lines.contains(&&r#"DNS primary.DB.Service.Consul. A -> 0 ["192.0.2.10"]"#.to_string()),
+        "{dns_lines:#?}"
+    );
+}
+
+/// Nothing answers on `addr` (refused): the stand-in binds its client
+/// addresses, not the wildcard.
+fn assert_refused(addr: &str) {
+    let err = TcpStream::connect(addr).map(|_| ()).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::ConnectionRefused, "{addr}: {err}");
+}
+
+#[test]
+fn consul_container_serves_http_and_dns_on_every_client_address() {
+    if !docker::docker_or_skip() {
+        return;
+    }
+    let c = Containers::new();
+    let dirs = consul_dirs();
+    dirs.write(
+        "agent.json",
+        json!({"datacenter": "eu-west", "server": true, "node_name": "standin-node"}),
+    );
+    let record_dir = dirs.tmp.path().join("record");
+    std::fs::create_dir(&record_dir).unwrap();
+    let name = c.add("consul-serving");
+    run(
+        &name,
+        &[
+            "-v",
+            &volume(&dirs.config, "/consul/config", "ro"),
+            "-v",
+            &volume(&dirs.data, "/consul/data", ""),
+            "-v",
+            &volume(&record_dir, "/record", ""),
+        ],
+        docker::CONSUL_IMAGE,
+        &["agent", "-record=/record/calls.jsonl"],
+    );
+    assert_ready(&name);
+    let logs = docker::logs(&name);
+    assert!(
+        logs.contains(
+            r#"node_name="standin-node" datacenter="eu-west" domain="consul" server=true"#
+        ),
+        "{logs}"
+    );
+    exercise_api_and_dns(
+        &dirs.client,
+        8500,
+        8600,
+        "standin-node",
+        "eu-west",
+        &record_dir.join("calls.jsonl"),
+    );
+    // Only the client addresses: another loopback address has nothing.
+    assert_refused(&format!("{}:8500", loopback()));
+
+    // docker stop while a client holds a connection mid-request.
+    let mut held = TcpStream::connect(format!("{}:8500", dirs.client[0])).unwrap();
+    held.write_all(b"GET /v1/agent/self HTTP/1.1\r\n").unwrap();
+    eprintln!(
+        "docker stop while serving took {:?}",
+        assert_stops_promptly(&name)
+    );
+}
+
+#[test]
+fn consul_container_with_hang_accepts_but_never_answers() {
+    if !docker::docker_or_skip() {
+        return;
+    }
+    let c = Containers::new();
+    let dirs = consul_dirs();
+    let name = c.add("consul-hang");
+    run(
+        &name,
+        &["-v", &volume(&dirs.config, "/consul/config", "ro")],
+        docker::CONSUL_IMAGE,
+        &["agent", "-hang"],
+    );
+    assert_ready(&name);
+    assert!(
+        docker::logs(&name).contains("hang=true"),
+        "{}",
+        docker::logs(&name)
+    );
+    assert_hangs(&dirs.client[1], 8500, 8600);
+    assert_stops_promptly(&name);
+}
+
+/// The stand-in at ip accepts TCP and reads, never answers HTTP (a read
+/// with a 1 s timeout times out), and never answers DNS.
+fn assert_hangs(ip: &str, http_port: u16, dns_port: u16) {
+    let mut c = TcpStream::connect(format!("{ip}:{http_port}")).unwrap();
+    c.write_all(b"GET /v1/agent/self HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap();
+    c.set_read_timeout(Some(Duration::from_secs(1))).unwrap();
+    let t = Instant::now();
+    let err = c.read(&mut [0; 64]).map(|n| n.to_string()).unwrap_err();
+    assert!(
+        matches!(err.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut),
+        "{err}"
+    );
+    assert!(t.elapsed() >= Duration::from_millis(900));
+    // More data is still read (the connection stays open, never answered).
+    c.write_all(b"GET /v1/status/leader HTTP/1.1\r\n\r\n")
+        .unwrap();
+    assert!(c.read(&mut [0; 64]).is_err());
+    let (code, out) = dig(ip, dns_port, "web.service.consul", &[]);
+    assert_eq!(code, 9, "dig got an answer from a hung stand-in: {out}");
+    assert!(out.contains("timed out"), "{out}");
+}
+
+#[test]
+fn consul_container_exits_1_when_a_client_address_cannot_be_bound() {
+    if !docker::docker_or_skip() {
+        return;
+    }
+    let c = Containers::new();
+
+    // 203.0.113.77 (TEST-NET-3) is on no interface here; binding it sends
+    // nothing anywhere.
+    let absent = consul_dirs();
+    let missing_addr = format!("{} 203.0.113.77", absent.client[0]);
+    docker::write_interfaces_json(&absent.config, &missing_addr, "192.0.2.10");
+    let not_here = c.add("consul-addr-not-here");
+    run(
+        &not_here,
+        &["-v", &volume(&absent.config, "/consul/config", "ro")],
+        docker::CONSUL_IMAGE,
+        &["agent"],
+    );
+
+    // The HTTP port is taken on the second address.
+    let busy = consul_dirs();
+    let taken = TcpListener::bind(format!("{}:8500", busy.client[1])).unwrap();
+    let in_use = c.add("consul-port-in-use");
+    run(
+        &in_use,
+        &["-v", &volume(&busy.config, "/consul/config", "ro")],
+        docker::CONSUL_IMAGE,
+        &["agent"],
+    );
+
+    // A go-sockaddr template passes validation but cannot be served.
+    let template = consul_dirs();
+    let tpl = c.add("consul-template-client");
+    run(
+        &tpl,
+        &["-v", &volume(&template.config, "/consul/config", "ro")],
+        docker::CONSUL_IMAGE,
+        &["agent", "-client", r#"{{ GetInterfaceIP "eth0" }}"#],
+    );
+
+    assert_exited(
+        &not_here,
+        1,
+        "cannot listen for HTTP on 203.0.113.77:8500: Cannot assign requested address",
+    );
+    assert_exited(
+        &in_use,
+        1,
+        &format!(
+            "cannot listen for HTTP on {}:8500: Address already in use",
+            busy.client[1]
+        ),
+    );
+    assert_exited(&tpl, 1, "is a go-sockaddr template");
+    for name in [&not_here, &in_use, &tpl] {
+        assert!(
+            !docker::logs(name).contains(docker::READY_MARK),
+            "{name} printed ready before binding"
+        );
+    }
+    drop(taken);
+}
+
+// ---------------------------------------------------------------------------
+// The consul stand-in as a plain process (no Docker engine needed).
+
+/// The release consul-standin binary, built once per test process through
+/// `NODEPREP_STANDINS_BUILD_ONLY=1 tests/docker/build-standins.sh` (the same
+/// static build the images get).
+fn standin_bin() -> &'static Path {
+    static BIN: OnceLock<PathBuf> = OnceLock::new();
+    BIN.get_or_init(|| {
+        let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
+        let out = Command::new("bash")
+            .arg(repo.join("tests/docker/build-standins.sh"))
+            .env("NODEPREP_STANDINS_BUILD_ONLY", "1")
+            .current_dir(repo)
+            .output()
+            .unwrap();
+        eprint!("{}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "build-standins.sh (build only) failed"
+        );
+        let dir = String::from_utf8(out.stdout).unwrap();
+        let bin = Path::new(dir.trim()).join("consul-standin");
+        assert!(bin.is_file(), "{}", bin.display());
+        bin
+    })
+}
+
+/// A running consul stand-in process (optionally inside a netns), killed on
+/// drop unless it already exited.
+struct Standin {
+    child: Child,
+    /// Its stdout and stderr lines so far.
+    output: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+}
+
+impl Standin {
+    /// Starts `[prefix..] consul-standin agent ARGS` and waits until it is
+    /// ready or has exited.
+    fn start(prefix: &[&str], args: &[String]) -> Standin {
+        let bin = standin_bin().to_str().unwrap();
+        let (program, rest) = match prefix {
+            [] => (bin, Vec::new()),
+            [first, more @ ..] => (*first, more.iter().copied().chain([bin]).collect()),
+        };
+        let mut child = Command::new(program)
+            .args(rest)
+            .arg("agent")
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let output = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let out = child.stdout.take().unwrap();
+        let err = child.stderr.take().unwrap();
+        for pipe in [Box::new(out) as Box<dyn Read + Send>, Box::new(err)] {
+            let output = output.clone();
+            std::thread::spawn(move || {
+                for line in std::io::BufReader::new(pipe).lines().map_while(Result::ok) {
+                    output.lock().unwrap().push(line);
+                }
+            });
+        }
+        let mut s = Standin { child, output };
+        let deadline = Instant::now() + OUTCOME_TIMEOUT;
+        while !s.text().contains(docker::READY_MARK) {
+            if s.child.try_wait().unwrap().is_some() {
+                // Give the reader threads a moment to collect the last lines.
+                std::thread::sleep(Duration::from_millis(100));
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "stand-in not ready: {}",
+                s.text()
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        s
+    }
+
+    fn text(&self) -> String {
+        self.output.lock().unwrap().join("\n")
+    }
+
+    fn ready_line(&self) -> String {
+        self.output
+            .lock()
+            .unwrap()
+            .iter()
+            .find(|l| l.contains(docker::READY_MARK))
+            .unwrap_or_else(|| panic!("no ready line: {}", self.text()))
+            .clone()
+    }
+
+    /// Waits for the process to exit; its exit code.
+    fn wait_exit(&mut self, timeout: Duration) -> i32 {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(st) = self.child.try_wait().unwrap() {
+                std::thread::sleep(Duration::from_millis(50));
+                return st.code().unwrap_or(-1);
+            }
+            assert!(
+                Instant::now() < deadline,
+                "still running after {timeout:?}: {}",
+                self.text()
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
+    /// SIGTERM (through kill(1): std has no kill with a signal); how long
+    /// the process took to exit 0.
+    fn terminate(&mut self) -> Duration {
+        let t = Instant::now();
+        let st = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(st.success());
+        let code = self.wait_exit(Duration::from_secs(5));
+        let took = t.elapsed();
+        assert_eq!(code, 0, "{}", self.text());
+        assert!(self.text().contains("got SIGTERM"), "{}", self.text());
+        took
+    }
+}
+
+impl Drop for Standin {
+    fn drop(&mut self) {
+        if self.child.try_wait().ok().flatten().is_none() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+fn dir_args(dirs: &ConsulDirs) -> Vec<String> {
+    vec![
+        format!("-config-dir={}", dirs.config.display()),
+        format!("-data-dir={}", dirs.data.display()),
+    ]
+}
+
+#[test]
+fn consul_process_serves_on_configured_ports_and_exits_on_sigterm_while_serving() {
+    let dirs = consul_dirs();
+    // Ports from the config (as nodeprep writes them), node name from the
+    // hostname, server from the flag, one address from -client.
+    let [a, b] = dirs.client.clone();
+    let c = loopback();
+    dirs.write(
+        "interfaces.json",
+        json!({"client_addr": dirs.client_addr(), "bind_addr": "192.0.2.10",
+               "ports": {"http": 18500, "dns": 18600}}),
+    );
+    let record = dirs.tmp.path().join("calls.jsonl");
+    let mut args = dir_args(&dirs);
+    args.extend([
+        "-server".to_string(),
+        format!("-client={a} {c}"),
+        format!("-record={}", record.display()),
+    ]);
+    let mut s = Standin::start(&[], &args);
+    let ready = s.ready_line();
+    assert!(
+        ready.contains(&format!(
+            " http={a}:18500,{c}:18500 dns={a}:18600,{c}:18600"
+        )),
+        "{ready}"
+    );
+    let hostname = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap();
+    let clients = [a.clone(), c.clone()];
+    exercise_api_and_dns(&clients, 18500, 18600, hostname.trim(), "dc1", &record);
+    // -client overrode interfaces.json: b is not served.
+    assert_refused(&format!("{b}:18500"));
+
+    // SIGTERM while one connection is idle and another is mid-request.
+    let _idle = TcpStream::connect(format!("{a}:18500")).unwrap();
+    let mut partial = TcpStream::connect(format!("{c}:18500")).unwrap();
+    partial
+        .write_all(b"PUT /v1/agent/check/register HTTP/1.1\r\nContent-Length: 100\r\n\r\n{")
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(100));
+    let took = s.terminate();
+    eprintln!("consul stand-in exited {took:?} after SIGTERM while serving");
+    assert!(took < Duration::from_secs(1), "took {took:?}");
+}
+
+#[test]
+fn consul_process_with_hang_and_port_flags() {
+    let dirs = consul_dirs();
+    let mut args = dir_args(&dirs);
+    args.extend(["-hang", "-http-port=28500", "-dns-port", "28600"].map(String::from));
+    let record = dirs.tmp.path().join("calls.jsonl");
+    args.push(format!("-record={}", record.display()));
+    let mut s = Standin::start(&[], &args);
+    assert!(s
+        .ready_line()
+        .contains("hang=true (accepts and reads, NEVER answers)"));
+    assert_hangs(&dirs.client[0], 28500, 28600);
+    // Hung requests are still recorded, with no status or rcode.
+    let lines = record_lines(&record);
+    assert_eq!(lines[0]["path"], "/v1/agent/self");
+    assert_eq!(lines[0]["status"], Value::Null);
+    assert!(
+        lines
+            .iter()
+            .any(|l| l["proto"] == "dns" && l["rcode"].is_null()),
+        "{lines:?}"
+    );
+    assert!(s.terminate() < Duration::from_secs(1));
+}
+
+#[test]
+fn consul_process_bad_flags_exit_2() {
+    let dirs = consul_dirs();
+    for bad in ["-http-port=70000", "-hang=perhaps", "-dns-port"] {
+        let mut args = dir_args(&dirs);
+        args.push(bad.to_string());
+        let mut s = Standin::start(&[], &args);
+        assert_eq!(s.wait_exit(OUTCOME_TIMEOUT), 2, "{bad}: {}", s.text());
+        assert!(s.text().contains(docker::ERROR_MARK), "{}", s.text());
+    }
+}
+
+// ---------------------------------------------------------------------------
+// In a network namespace (root): the link address and the wildcard.
+
+/// A network namespace with `lo` up, deleted on drop.
+struct Netns(String);
+
+impl Netns {
+    fn new(tag: &str) -> Netns {
+        let name = format!("nodeprep-selftest-{tag}-{}", std::process::id());
+        let _ = Command::new("ip").args(["netns", "del", &name]).output();
+        let out = Command::new("ip")
+            .args(["netns", "add", &name])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let ns = Netns(name);
+        ns.ok(&["ip", "link", "set", "lo", "up"]);
+        ns
+    }
+
+    fn ok(&self, args: &[&str]) -> String {
+        let out = Command::new("ip")
+            .args(["netns", "exec", &self.0])
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{args:?}: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        let _ = Command::new("ip").args(["netns", "del", &self.0]).status();
+    }
+}
+
+fn root_or_skip(what: &str) -> bool {
+    let uid = std::fs::read_to_string("/proc/self/status")
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix("Uid:"))
+        .and_then(|l| l.split_whitespace().nth(1).map(str::to_string))
+        .unwrap();
+    if uid == "0" {
+        return true;
+    }
+    if std::env::var("CI").is_ok_and(|v| v == "true") {
+        panic!("prerequisite missing under CI=true: {what} needs root");
+    }
+    eprintln!("SKIPPED (not a pass): {what} needs root");
+    false
+}
+
+#[test]
+fn consul_process_in_a_netns_serves_the_link_address_and_binds_the_wildcard_only_when_told() {
+    if !root_or_skip("ip netns") {
+        return;
+    }
+    let ns = Netns::new("standin");
+    let dirs = consul_dirs();
+    docker::write_interfaces_json(&dirs.config, "127.0.0.1 169.254.1.1", "192.0.2.10");
+    let prefix = ["ip", "netns", "exec", ns.0.as_str()];
+
+    // The link address is not there yet: exit 1, as the real agent.
+    let mut s = Standin::start(&prefix, &dir_args(&dirs));
+    assert_eq!(s.wait_exit(OUTCOME_TIMEOUT), 1, "{}", s.text());
+    assert!(
+        s.text().contains(
+            "cannot listen for HTTP on 169.254.1.1:8500: Cannot assign requested address"
+        ),
+        "{}",
+        s.text()
+    );
+    assert!(!s.text().contains(docker::READY_MARK));
+
+    // nodeprep's layout: the link address (here on the namespace's lo) and
+    // the host's address.
+    ns.ok(&["ip", "addr", "add", "169.254.1.1/32", "dev", "lo"]);
+    ns.ok(&["ip", "addr", "add", "192.0.2.10/32", "dev", "lo"]);
+    let mut s = Standin::start(&prefix, &dir_args(&dirs));
+    assert!(
+        s.ready_line()
+            .contains(" http=127.0.0.1:8500,169.254.1.1:8500 dns=127.0.0.1:8600,169.254.1.1:8600"),
+        "{}",
+        s.text()
+    );
+    for ip in ["169.254.1.1", "127.0.0.1"] {
+        let leader = ns.ok(&[
+            "curl",
+            "-sS",
+            "--max-time",
+            "5",
+            &format!("http://{ip}:8500/v1/status/leader"),
+        ]);
+        assert_eq!(leader, "\"192.0.2.10:8300\"");
+        let a = ns.ok(&[
+            "dig",
+            &format!("@{ip}"),
+            "-p",
+            "8600",
+            "consul.service.consul.",
+            "+short",
+            "+time=1",
+            "+tries=1",
+        ]);
+        assert_eq!(a.trim(), "192.0.2.10");
+    }
+    // Not on bind_addr: nodeprep's exposure probe relies on that.
+    let out = Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            &ns.0,
+            "curl",
+            "-sS",
+            "--max-time",
+            "5",
+            "http://192.0.2.10:8500/v1/agent/self",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(7),
+        "curl reached bind_addr: {out:?}"
+    );
+    assert!(s.terminate() < Duration::from_secs(1));
+
+    // -client=0.0.0.0: the wildcard, so bind_addr answers too.
+    let mut args = dir_args(&dirs);
+    args.push("-client=0.0.0.0".into());
+    let mut s = Standin::start(&prefix, &args);
+    assert!(
+        s.ready_line()
+            .contains(" http=0.0.0.0:8500 dns=0.0.0.0:8600"),
+        "{}",
+        s.text()
+    );
+    let me = ns.ok(&[
+        "curl",
+        "-sS",
+        "--max-time",
+        "5",
+        "http://192.0.2.10:8500/v1/agent/self",
+    ]);
+    let me: Value = serde_json::from_str(&me).unwrap();
+    assert_eq!(me["Member"]["Addr"], "192.0.2.10");
+    let a = ns.ok(&[
+        "dig",
+        "@192.0.2.10",
+        "-p",
+        "8600",
+        "web.service.consul",
+        "+short",
+        "+time=1",
+        "+tries=1",
+    ]);
+    assert_eq!(a.trim(), "192.0.2.10");
+    assert!(s.terminate() < Duration::from_secs(1));
 }

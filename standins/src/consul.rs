@@ -237,6 +237,12 @@ pub fn prepare(args: Args) -> Result<Agent, Exit> {
         .bind
         .clone()
         .unwrap_or_else(|| config["bind_addr"].as_str().unwrap().to_string());
+    // The flags get the checks interfaces.json gets.
+    for (flag, value, single) in [("client", &args.client, false), ("bind", &args.bind, true)] {
+        if let Some(v) = value {
+            check_addresses(v, single).map_err(|why| Exit::env(format!("-{flag} {v:?}: {why}")))?;
+        }
+    }
     let text = |key: &str| -> Result<Option<String>, Exit> {
         match config.get(key) {
             None | Some(Value::Null) => Ok(None),
@@ -858,5 +864,17 @@ mod tests {
         );
         let agent = prepare(d.args(&["-client={{ GetInterfaceIP \"eth0\" }}"])).unwrap();
         assert!(serve(&agent).unwrap_err().message.contains("template"));
+        for (flag, message) in [
+            ("-client=", "-client \"\": is empty"),
+            (
+                "-client=127.0.0.1 nowhere",
+                "\"nowhere\" is not an IP address",
+            ),
+            ("-bind=10.0.0.1 10.0.0.2", "must be one address"),
+        ] {
+            let e = prepare(d.args(&[flag])).unwrap_err();
+            assert_eq!(e.code, 1);
+            assert!(e.message.contains(message), "{flag}: {}", e.message);
+        }
     }
 }

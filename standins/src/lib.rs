@@ -1,27 +1,32 @@
-//! TEST STAND-INS for nodeprep's container tests: `consul-standin` and
-//! `registrator-standin`. They are NOT Consul and NOT registrator. Each one
-//! checks that it was started the way nodeprep is meant to start the real
+//! TEST STAND-INS for nodeprep's container and probe tests: `consul-standin`
+//! and `registrator-standin`. They are NOT Consul and NOT registrator. Each
+//! one checks that it was started the way nodeprep is meant to start the real
 //! program (command line, bind mounts, config files), prints why and exits
-//! non-zero when it was not, and otherwise prints one `ready:` line and blocks
-//! until SIGTERM or SIGINT, then exits 0 at once.
+//! non-zero when it was not, and otherwise prints one `ready:` line and runs
+//! until SIGTERM or SIGINT, then exits 0 at once. The consul stand-in also
+//! answers the few HTTP API calls and DNS questions nodeprep asks (see
+//! [`consul`]); the registrator stand-in serves nothing.
 //!
 //! They are static executables packed alone into images by
 //! `tests/docker/build-standins.sh` (`docker import`), so they run as PID 1 of
 //! their container: the kernel drops SIGTERM for PID 1 unless a handler is
-//! installed, which [`signals::install`] does.
+//! installed, which [`signals::install`] does. They also run as plain
+//! processes (`NODEPREP_STANDINS_BUILD_ONLY=1 tests/docker/build-standins.sh`
+//! builds them), e.g. inside a network namespace.
 //!
 //! Output conventions (tests match on them):
 //! - every line starts with the program's [`Banner`], which says "stand-in";
-//! - success: one line containing `ready:` on stdout;
+//! - success: one line containing `ready:` on stdout, printed only once every
+//!   listener is bound;
 //! - failure: one line containing `error:` on stderr, then exit 1 (the
-//!   environment is wrong: config, mounts) or 2 (the command line is wrong).
+//!   environment is wrong: config, mounts, an address that cannot be bound)
+//!   or 2 (the command line is wrong).
 //!
-//! Layout, so later behaviour (an HTTP API on client_addr:8500, DNS on 8600, a
-//! registrator that registers into the consul stand-in) slots in: each program
-//! is a library module ([`consul`], [`registrator`]) with a pure-ish `parse`
-//! of its arguments, a `prepare` step that checks the environment and returns
-//! the state the program would serve, and a `serve` step that starts its
-//! listeners (none yet) before [`signals::wait`].
+//! Layout: each program is a library module ([`consul`], [`registrator`])
+//! with a pure-ish `parse` of its arguments, a `prepare` step that checks the
+//! environment and returns the state the program serves, and a `serve` step
+//! that binds its listeners and starts their threads before
+//! [`signals::wait`]; the process exits on SIGTERM whatever they are doing.
 
 pub mod consul;
 pub mod registrator;

@@ -14,6 +14,10 @@
 #
 # Needs a Docker engine on /var/run/docker.sock (run ensure-dockerd.sh first)
 # and cargo. Exit 0 when the three images are there, 1 on any failure.
+#
+# NODEPREP_STANDINS_BUILD_ONLY=1: build (and check) the static binaries only,
+# no engine needed, and print their directory on stdout; for tests that run
+# the stand-ins as plain processes (e.g. in a network namespace).
 set -euo pipefail
 
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -51,6 +55,10 @@ for b in consul-standin registrator-standin; do
     fi
 done
 say "cargo build (release, static) took $(( $(now_ms) - t0 )) ms"
+if [ "${NODEPREP_STANDINS_BUILD_ONLY:-0}" = 1 ]; then
+    echo "$BIN_DIR"
+    exit 0
+fi
 
 WORK=$(mktemp -d /tmp/nodeprep-standins.XXXXXX)
 trap 'rm -rf "$WORK"' EXIT
