@@ -1,0 +1,414 @@
+//! The live probes and `--report-consul` against real servers in a private
+//! network namespace (the host's network is never touched): real dnsmasq
+//! serving the file nodeprep rendered, and the consul stand-in (standins/,
+//! NOT Consul) answering the HTTP API and DNS questions nodeprep asks. The
+//! link address sits on the namespace's loopback: the host kernel has no
+//! dummy link type (the VM tiers cover the real link).
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::Run;
+
+const BIND: &str = "192.0.2.10";
+
+struct Netns(String);
+
+impl Netns {
+    fn new(tag: &str) -> Netns {
+        let name = format!("nodeprep-probe-{tag}-{}", std::process::id());
+        assert!(Command::new("ip")
+            .args(["netns", "add", &name])
+            .status()
+            .unwrap()
+            .success());
+        let ns = Netns(name);
+        for args in [
+            &["ip", "link", "set", "lo", "up"][..],
+            &["ip", "addr", "add", "169.254.1.1/32", "dev", "lo"],
+            // The host's routable address (bind_addr), also on loopback here.
+            &["ip", "addr", "add", &format!("{BIND}/32"), "dev", "lo"],
+        ] {
+            let out = ns.cmd(args).output().unwrap();
+            assert!(
+                out.status.success(),
+                "{args:?}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        ns
+    }
+
+    fn cmd(&self, args: &[&str]) -> Command {
+        let mut c = Command::new("ip");
+        c.args(["netns", "exec", &self.0]).args(args);
+        c
+    }
+
+    fn spawn(&self, args: &[&str]) -> Proc {
+        Proc(
+            self.cmd(args)
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap(),
+        )
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        let _ = Command::new("ip").args(["netns", "del", &self.0]).status();
+    }
+}
+
+struct Proc(Child);
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Temp files: nodeprep's config, the consul config dir, the dnsmasq file.
+struct Setup {
+    dir: tempfile::TempDir,
+    ns: Netns,
+}
+
+impl Setup {
+    fn new(tag: &str) -> Option<Setup> {
+        if let Err(why) = prerequisites() {
+            common::prerequisite_missing(&why);
+            return None;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path().display();
+        let dead = dir.path().join("no-docker.sock");
+        std::fs::write(
+            dir.path().join("nodeprep.toml"),
+            format!(
+                "[consul]\nbind_addr = \"{BIND}\"\nconfig_dir = \"{d}/consul.d\"\n\
+                 [dnsmasq]\nfile = \"{d}/dnsmasq.conf\"\nresolv_file = \"none\"\n\
+                 [docker]\nsocket = \"{}\"\n[probes]\ntimeout_ms = 1000\n",
+                dead.display()
+            ),
+        )
+        .unwrap();
+        let s = Setup {
+            dir,
+            ns: Netns::new(tag),
+        };
+        // nodeprep writes the consul config dir and the dnsmasq file. Live
+        // applies take the host-wide lock: this binary's tests take turns.
+        static APPLY: std::sync::Mutex<()> = std::sync::Mutex::new(());
+        let _turn = APPLY.lock().unwrap_or_else(|p| p.into_inner());
+        let out = Command::new(common::BIN)
+            .args([
+                "--config",
+                &s.config(),
+                "apply",
+                "--only",
+                "consul-config,dnsmasq",
+            ])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+        Some(s)
+    }
+
+    fn config(&self) -> String {
+        self.dir.path().join("nodeprep.toml").display().to_string()
+    }
+
+    fn path(&self, p: &str) -> PathBuf {
+        self.dir.path().join(p)
+    }
+
+    fn dnsmasq(&self) -> Proc {
+        let conf = format!("--conf-file={}", self.path("dnsmasq.conf").display());
+        let pid = format!("--pid-file={}", self.path("dnsmasq.pid").display());
+        let p = self
+            .ns
+            .spawn(&["dnsmasq", "-k", "--user=root", &pid, &conf]);
+        std::thread::sleep(Duration::from_millis(200));
+        p
+    }
+
+    /// The consul stand-in, reading nodeprep's config dir; extra args such
+    /// as `-hang` or `-client=0.0.0.0`. Waits for its ready line.
+    fn agent(&self, extra: &[&str]) -> Proc {
+        let cfg = format!("-config-dir={}", self.path("consul.d").display());
+        std::fs::create_dir_all(self.path("data")).unwrap();
+        let data = format!("-data-dir={}", self.path("data").display());
+        let record = format!("-record={}", self.path("calls.jsonl").display());
+        let bin = standin_bin();
+        let mut args = vec![bin.to_str().unwrap(), "agent", &cfg, &data, &record];
+        args.extend_from_slice(extra);
+        let mut p = self.ns.spawn(&args);
+        // Wait for the ready line on stdout/stderr.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let mut out = String::new();
+        let stdout = p.0.stdout.take().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            use std::io::BufRead;
+            for line in std::io::BufReader::new(stdout)
+                .lines()
+                .map_while(Result::ok)
+            {
+                let _ = tx.send(line);
+            }
+        });
+        while Instant::now() < deadline {
+            if let Ok(line) = rx.recv_timeout(Duration::from_millis(100)) {
+                out.push_str(&line);
+                out.push('\n');
+                if line.contains(": ready: ") {
+                    return p;
+                }
+            }
+            if let Ok(Some(st)) = p.0.try_wait() {
+                panic!("consul stand-in exited ({st}): {out}");
+            }
+        }
+        panic!("consul stand-in not ready: {out}");
+    }
+
+    fn check(&self, args: &[&str]) -> (Run, Duration) {
+        let start = Instant::now();
+        let out = self
+            .ns
+            .cmd(&[
+                common::BIN,
+                "--config",
+                &self.config(),
+                "--format",
+                "json",
+                "check",
+            ])
+            .args(args)
+            .output()
+            .unwrap();
+        (Run::from(out), start.elapsed())
+    }
+
+    fn calls(&self) -> Vec<serde_json::Value> {
+        std::fs::read_to_string(self.path("calls.jsonl"))
+            .unwrap_or_default()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    }
+}
+
+fn standin_bin() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("standins/target/x86_64-unknown-linux-gnu/release/consul-standin")
+}
+
+fn prerequisites() -> Result<(), String> {
+    if !nix::unistd::geteuid().is_root() {
+        return Err("needs root for ip netns".into());
+    }
+    for tool in ["ip", "dnsmasq"] {
+        if !Command::new("sh")
+            .args(["-c", &format!("command -v {tool}")])
+            .stdout(Stdio::null())
+            .status()
+            .unwrap()
+            .success()
+        {
+            return Err(format!("{tool} not installed (tests/setup.sh installs it)"));
+        }
+    }
+    // The stand-in binary is built by the Docker harness script.
+    if !standin_bin().exists() {
+        let st = Command::new(
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/docker/build-standins.sh"),
+        )
+        .env("NODEPREP_STANDINS_BUILD_ONLY", "1")
+        .status()
+        .map_err(|e| format!("cannot run build-standins.sh: {e}"))?;
+        if !standin_bin().exists() {
+            return Err(format!("the consul stand-in did not build ({st})"));
+        }
+    }
+    Ok(())
+}
+
+const PROBES: &str = "consul-http,consul-dns,consul-exposure";
+
+fn probe(run: &Run, id: &str) -> (String, String) {
+    let doc = run.json();
+    let p = doc["probes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["id"] == id)
+        .unwrap_or_else(|| panic!("no {id}: {}", run.stdout))
+        .clone();
+    (
+        p["status"].as_str().unwrap().to_string(),
+        p["detail"].as_str().unwrap().to_string(),
+    )
+}
+
+#[test]
+fn healthy_chain_then_each_part_stopped() {
+    let Some(s) = Setup::new("chain") else { return };
+    let mut dnsmasq = Some(s.dnsmasq());
+    let mut agent = Some(s.agent(&[]));
+    let (run, took) = s.check(&["--only", PROBES]);
+    run.expect_code(0);
+    let (st, detail) = probe(&run, "consul-http");
+    assert_eq!(st, "ok");
+    assert!(
+        detail.contains("datacenter dc1") && detail.contains("leader"),
+        "{detail}"
+    );
+    let (st, detail) = probe(&run, "consul-dns");
+    assert_eq!(st, "ok", "{detail}");
+    assert!(
+        detail.contains("169.254.1.1:53 -> 192.0.2.10")
+            && detail.contains("127.0.0.1:53 -> 192.0.2.10"),
+        "{detail}"
+    );
+    assert_eq!(probe(&run, "consul-exposure").0, "ok");
+    eprintln!("check with probes on a healthy chain: {took:?}");
+
+    // dnsmasq down: DNS fails, HTTP still fine.
+    drop(dnsmasq.take());
+    let (run, _) = s.check(&["--only", PROBES]);
+    run.expect_code(2);
+    assert_eq!(probe(&run, "consul-http").0, "ok");
+    let (st, detail) = probe(&run, "consul-dns");
+    assert_eq!(st, "drift");
+    assert!(detail.contains("169.254.1.1:53"), "{detail}");
+
+    // Agent down too: both fail with clear details, within the timeout.
+    dnsmasq = Some(s.dnsmasq());
+    drop(agent.take());
+    let (run, took) = s.check(&["--only", PROBES]);
+    run.expect_code(2);
+    let (st, detail) = probe(&run, "consul-http");
+    assert_eq!(st, "drift");
+    assert!(detail.contains("169.254.1.1:8500"), "{detail}");
+    assert_eq!(probe(&run, "consul-dns").0, "drift");
+    assert!(took < Duration::from_secs(5), "took {took:?}");
+    drop(dnsmasq);
+}
+
+#[test]
+fn api_bound_to_all_addresses_is_exposure_drift() {
+    let Some(s) = Setup::new("exposed") else {
+        return;
+    };
+    let _agent = s.agent(&["-client=0.0.0.0"]);
+    let (run, _) = s.check(&["--only", "consul-exposure"]);
+    run.expect_code(2);
+    let (st, detail) = probe(&run, "consul-exposure");
+    assert_eq!(st, "drift");
+    assert!(detail.contains("exposed on 192.0.2.10:8500"), "{detail}");
+}
+
+#[test]
+fn a_hung_agent_times_out_and_check_still_ends() {
+    let Some(s) = Setup::new("hung") else { return };
+    let _dnsmasq = s.dnsmasq();
+    let _agent = s.agent(&["-hang"]);
+    let (run, took) = s.check(&["--only", PROBES]);
+    run.expect_code(2);
+    let (st, detail) = probe(&run, "consul-http");
+    assert_eq!(st, "drift");
+    assert!(
+        detail.to_lowercase().contains("timeout") || detail.to_lowercase().contains("timed out"),
+        "{detail}"
+    );
+    assert!(
+        took < Duration::from_secs(6),
+        "check took {took:?} with a 1 s probe timeout"
+    );
+}
+
+#[test]
+fn report_consul_registers_once_and_updates_with_the_status() {
+    let Some(s) = Setup::new("report") else {
+        return;
+    };
+    let mut dnsmasq = Some(s.dnsmasq());
+    let _agent = s.agent(&[]);
+    // Clean host: passing.
+    let (run, _) = s.check(&["--only", PROBES, "--report-consul"]);
+    run.expect_code(0);
+    // Drifted host (dnsmasq down): warning; no second register.
+    drop(dnsmasq.take());
+    let (run, _) = s.check(&["--only", PROBES, "--report-consul"]);
+    run.expect_code(2);
+    // Failing host (dockerd unreachable for the registrator probe): critical.
+    let (run, _) = s.check(&[
+        "--only",
+        &format!("{PROBES},registrator"),
+        "--report-consul",
+    ]);
+    run.expect_code(1);
+
+    let calls = s.calls();
+    let puts: Vec<&serde_json::Value> = calls.iter().filter(|c| c["method"] == "PUT").collect();
+    let paths: Vec<&str> = puts.iter().map(|c| c["path"].as_str().unwrap()).collect();
+    assert_eq!(
+        paths,
+        [
+            "/v1/agent/check/register",
+            "/v1/agent/check/update/nodeprep",
+            "/v1/agent/check/update/nodeprep",
+            "/v1/agent/check/update/nodeprep"
+        ],
+        "{calls:#?}"
+    );
+    let body = |i: usize| -> serde_json::Value {
+        serde_json::from_str(puts[i]["body"].as_str().unwrap()).unwrap()
+    };
+    let register = body(0);
+    assert_eq!(
+        (register["Name"].as_str(), register["TTL"].as_str()),
+        (Some("nodeprep"), Some("7200s"))
+    );
+    let statuses: Vec<String> = (1..4)
+        .map(|i| body(i)["Status"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(statuses, ["passing", "warning", "critical"]);
+    assert!(
+        body(2)["Output"]
+            .as_str()
+            .unwrap()
+            .contains("drift consul-dns"),
+        "{}",
+        body(2)
+    );
+}
+
+#[test]
+fn report_consul_failure_is_an_error() {
+    let Some(s) = Setup::new("noreport") else {
+        return;
+    };
+    // No agent at all: the probes drift, and reporting fails on its own.
+    let (run, took) = s.check(&["--only", "consul-exposure", "--report-consul"]);
+    run.expect_code(1);
+    assert!(
+        run.stderr
+            .contains("cannot report to the Consul agent at http://169.254.1.1:8500"),
+        "{}",
+        run.stderr
+    );
+    assert!(took < Duration::from_secs(5));
+}
