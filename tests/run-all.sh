@@ -20,3 +20,4 @@ cargo fmt --all -- --check
 cargo clippy --all-targets -- -D warnings
 cargo test
 cargo bench --bench converge
+cargo bench --bench probes
