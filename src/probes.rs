@@ -105,7 +105,7 @@ pub fn http(timeout: Duration) -> ureq::Agent {
         .into()
 }
 
-fn get_json(agent: &ureq::Agent, url: &str) -> Result<serde_json::Value> {
+pub fn get_json(agent: &ureq::Agent, url: &str) -> Result<serde_json::Value> {
     let mut resp = agent
         .get(url)
         .call()

@@ -14,28 +14,13 @@
 //! it FAILS under `CI=true`; elsewhere it prints `SKIPPED: <why>` on stderr
 //! and returns (a skipped test has not passed).
 
+mod common;
+
 use std::fs;
-use std::io::Write;
 use std::process::{Command, Stdio};
 
-fn in_ci() -> bool {
-    std::env::var("CI")
-        .map(|v| v.eq_ignore_ascii_case("true") || v == "1")
-        .unwrap_or(false)
-}
-
-/// Written past the test harness' output capture so that a skip is seen.
-fn note(msg: &str) {
-    let _ = writeln!(std::io::stderr(), "{msg}");
-}
-
 fn prerequisite_missing(test: &str, why: &str) {
-    if in_ci() {
-        panic!("{test}: prerequisite missing under CI=true: {why}");
-    }
-    note(&format!(
-        "SKIPPED: {test}: {why} (not run, so not passed; under CI=true this is a failure)"
-    ));
+    common::prerequisite_missing(&format!("{test}: {why}"));
 }
 
 fn effective_uid() -> Option<u32> {

@@ -26,6 +26,8 @@
 //! `NODEPREP_VM_VERBOSE=1` prints the whole serial console, with the
 //! transcript of every step, even when the test passes.
 
+mod common;
+
 use std::fs;
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
@@ -70,12 +72,6 @@ const END_MARKER: &str = "NODEPREP-SCENARIO-END";
 /// down (and the boot times printed would mean little).
 static VM_LOCK: Mutex<()> = Mutex::new(());
 
-fn in_ci() -> bool {
-    std::env::var("CI")
-        .map(|v| v.eq_ignore_ascii_case("true") || v == "1")
-        .unwrap_or(false)
-}
-
 /// Written straight to the process's stderr, past the test harness' output
 /// capture, so that skips and boot times are seen even for passing tests.
 fn note(msg: &str) {
@@ -85,12 +81,7 @@ fn note(msg: &str) {
 /// A missing prerequisite: a failure under CI=true, a loud skip elsewhere.
 /// Returns normally only when the caller should skip.
 fn prerequisite_missing(test: &str, why: &str) {
-    if in_ci() {
-        panic!("{test}: prerequisite missing under CI=true: {why}");
-    }
-    note(&format!(
-        "SKIPPED: {test}: {why} (not run, so not passed; under CI=true this is a failure)"
-    ));
+    common::prerequisite_missing(&format!("{test}: {why}"));
 }
 
 fn repo_dir() -> PathBuf {

@@ -42,22 +42,7 @@ impl Agent {
     /// Registers the TTL check unless it is already there with this TTL
     /// (registering again would reset its status to critical).
     pub fn ensure_check(&self, ttl_secs: u64) -> Result<bool> {
-        let url = format!("{}/v1/agent/checks", self.base);
-        let mut resp = self
-            .http
-            .get(&url)
-            .call()
-            .with_context(|| format!("GET {url}"))?;
-        let status = resp.status();
-        let body = resp
-            .body_mut()
-            .read_to_string()
-            .with_context(|| format!("GET {url}"))?;
-        if !status.is_success() {
-            bail!("GET {url}: HTTP {status}: {}", body.trim());
-        }
-        let checks: serde_json::Value =
-            serde_json::from_str(&body).with_context(|| format!("GET {url}: not JSON"))?;
+        let checks = crate::probes::get_json(&self.http, &format!("{}/v1/agent/checks", self.base))?;
         let notes = format!("nodeprep check --report-consul (TTL {ttl_secs}s)");
         if checks[CHECK_ID]["Notes"].as_str() == Some(notes.as_str()) {
             return Ok(false);

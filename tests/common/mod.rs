@@ -135,5 +135,7 @@ pub fn prerequisite_missing(why: &str) {
     if required() {
         panic!("prerequisite missing under CI=true: {why}");
     }
-    eprintln!("SKIPPED (not a pass): {why}");
+    // Straight to stderr, past the test harness' capture, so the skip is seen.
+    use std::io::Write;
+    let _ = writeln!(std::io::stderr(), "SKIPPED (not a pass): {why}");
 }
