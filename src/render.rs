@@ -107,7 +107,10 @@ pub fn consul_interfaces(cfg: &Config, bind_addr: Ipv4Addr) -> String {
     let doc = Interfaces {
         client_addr: cfg.consul.client_addr.to_string(),
         bind_addr: bind_addr.to_string(),
-        ports: Ports { http: cfg.consul.http_port.0, dns: cfg.consul.dns_port.0 },
+        ports: Ports {
+            http: cfg.consul.http_port.0,
+            dns: cfg.consul.dns_port.0,
+        },
     };
     let mut s = serde_json::to_string_pretty(&doc).expect("serializing plain strings");
     s.push('\n');

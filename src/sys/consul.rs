@@ -42,7 +42,8 @@ impl Agent {
     /// Registers the TTL check unless it is already there with this TTL
     /// (registering again would reset its status to critical).
     pub fn ensure_check(&self, ttl_secs: u64) -> Result<bool> {
-        let checks = crate::probes::get_json(&self.http, &format!("{}/v1/agent/checks", self.base))?;
+        let checks =
+            crate::probes::get_json(&self.http, &format!("{}/v1/agent/checks", self.base))?;
         let notes = format!("nodeprep check --report-consul (TTL {ttl_secs}s)");
         if checks[CHECK_ID]["Notes"].as_str() == Some(notes.as_str()) {
             return Ok(false);
