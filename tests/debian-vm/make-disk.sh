@@ -1,0 +1,141 @@
+#!/bin/bash
+# Make a fresh ext4 disk image for one run of the Debian VM tier
+# (tests/debian_vm.rs) from the cached root of build-root.sh, with the
+# nodeprep binary and the test scenario added, and extract the root's kernel
+# and initrd to boot it with qemu -kernel/-initrd.
+#
+# Usage:
+#   tests/debian-vm/make-disk.sh --root-tar TAR --binary PATH --out DIR
+#
+#   --root-tar TAR  the root tarball printed by build-root.sh (ROOT_TAR=)
+#   --binary PATH   static nodeprep executable -> /usr/local/bin/nodeprep
+#   --out DIR       where disk.img, vmlinuz and initrd.img are written
+#                   (replaced when present)
+#
+# Writes into the image (the files themselves are in tests/debian-vm/guest/):
+#   /usr/local/bin/nodeprep
+#   /usr/local/lib/nodeprep-test/{scenario.sh,lib.sh}
+#   /etc/systemd/system/nodeprep-test.service     (enabled; runs the scenario)
+#   /etc/systemd/system/nodeprep-uplink.service   (enabled; dummy uplink +
+#                                                  default route, no NIC)
+#   /etc/cloud/cloud.cfg.d/90-nodeprep-test.cfg, NoCloud seed directory
+#   /etc/fstab, /etc/hostname, /etc/hosts, /etc/resolv.conf
+# and no /etc/nodeprep/nodeprep.toml (the embedded defaults apply).
+#
+# On success prints KEY=VALUE lines on stdout:
+#   DISK=<path> KERNEL=<path> INITRD=<path> KERNEL_RELEASE=<uname -r>
+#   DISK_SECONDS=<seconds>
+# Exit status: 0 ok; 77 a prerequisite is missing ("PREREQ-MISSING: <why>"
+# on stderr); anything else is a harness error.
+set -euo pipefail
+
+HERE=$(cd "$(dirname "$0")" && pwd)
+GUEST=$HERE/guest
+ROOT_TAR=
+BINARY=
+OUT=
+# Room left free in the image for what the guest writes (journal, docker's
+# state; later phases load images). The file is sparse: unused room costs
+# nothing on the host.
+FREE_MB=2048
+HOSTNAME_=nodeprep-test
+
+log() { echo "make-disk.sh: $*" >&2; }
+prereq_missing() { echo "PREREQ-MISSING: $*" >&2; exit 77; }
+die() { echo "make-disk.sh: error: $*" >&2; exit 1; }
+
+STARTED=$(date +%s.%N)
+elapsed() { awk -v a="$STARTED" -v b="$(date +%s.%N)" 'BEGIN { printf "%.1f", b - a }'; }
+
+while [ $# -gt 0 ]; do
+    case $1 in
+        --root-tar) ROOT_TAR=$2; shift 2 ;;
+        --binary) BINARY=$2; shift 2 ;;
+        --out) OUT=$2; shift 2 ;;
+        -h|--help) sed -n '2,32p' "$0"; exit 0 ;;
+        *) die "unknown argument: $1" ;;
+    esac
+done
+[ -f "${ROOT_TAR:-/nonexistent}" ] || die "--root-tar: no such file: ${ROOT_TAR:-(none)}"
+[ -x "${BINARY:-/nonexistent}" ] || die "--binary: not an executable: ${BINARY:-(none)}"
+[ -n "$OUT" ] || die "--out DIR is required"
+[ "$(id -u)" = 0 ] || prereq_missing "make-disk.sh must run as root (the image keeps the root's owners)"
+command -v mkfs.ext4 >/dev/null 2>&1 || PATH=$PATH:/usr/sbin:/sbin
+command -v mkfs.ext4 >/dev/null 2>&1 || prereq_missing "mkfs.ext4 not found (apt-get install e2fsprogs)"
+
+mkdir -p "$OUT"
+rm -f "$OUT/disk.img" "$OUT/vmlinuz" "$OUT/initrd.img"
+
+# The root is unpacked in a tmpfs when there is one with room: on this
+# machine's ext4 (mounted with "discard") deleting a 700 MB tree afterwards
+# costs tens of seconds.
+STAGE_PARENT=$OUT
+if [ -d /dev/shm ] && [ "$(df -k --output=avail /dev/shm 2>/dev/null | tail -n 1)" -gt $((3 * 1024 * 1024)) ] 2>/dev/null; then
+    STAGE_PARENT=/dev/shm
+fi
+STAGE=$(mktemp -d "$STAGE_PARENT/nodeprep-debian-vm.XXXXXX")
+trap 'rm -rf "$STAGE"' EXIT
+
+tar -C "$STAGE" --numeric-owner --xattrs --xattrs-include='*' -xpf "$ROOT_TAR"
+
+# ------------------------------------------------------------ kernel ----
+# The root has exactly one kernel (linux-image-amd64's dependency).
+KERNEL=$(find "$STAGE/boot" -maxdepth 1 -name 'vmlinuz-*' | head -n 1)
+[ -n "$KERNEL" ] || die "no /boot/vmlinuz-* in $ROOT_TAR"
+KREL=${KERNEL##*/vmlinuz-}
+[ -f "$STAGE/boot/initrd.img-$KREL" ] || die "no /boot/initrd.img-$KREL in $ROOT_TAR"
+cp "$KERNEL" "$OUT/vmlinuz"
+cp "$STAGE/boot/initrd.img-$KREL" "$OUT/initrd.img"
+
+# ------------------------------------------------------ nodeprep + test ----
+install -D -m 0755 "$BINARY" "$STAGE/usr/local/bin/nodeprep"
+install -D -m 0755 "$GUEST/scenario.sh" "$STAGE/usr/local/lib/nodeprep-test/scenario.sh"
+install -D -m 0644 "$GUEST/lib.sh" "$STAGE/usr/local/lib/nodeprep-test/lib.sh"
+install -d -m 0755 "$STAGE/var/lib/nodeprep-test"
+rm -rf "$STAGE/etc/nodeprep"
+
+UNITS=$STAGE/etc/systemd/system
+for unit in nodeprep-test.service nodeprep-uplink.service; do
+    install -D -m 0644 "$GUEST/$unit" "$UNITS/$unit"
+    # What `systemctl enable` would do (both are WantedBy=multi-user.target).
+    mkdir -p "$UNITS/multi-user.target.wants"
+    ln -sf "/etc/systemd/system/$unit" "$UNITS/multi-user.target.wants/$unit"
+done
+# apt's timers would try to reach a mirror (there is no network; they would
+# only fail, but nothing in the VM should even try).
+for timer in apt-daily.timer apt-daily-upgrade.timer; do
+    ln -sf /dev/null "$UNITS/$timer"
+done
+
+# ------------------------------------------------------------ cloud-init ----
+install -D -m 0644 "$GUEST/90-nodeprep-test.cfg" "$STAGE/etc/cloud/cloud.cfg.d/90-nodeprep-test.cfg"
+install -D -m 0644 "$GUEST/user-data" "$STAGE/var/lib/cloud/seed/nocloud/user-data"
+install -D -m 0644 "$GUEST/meta-data" "$STAGE/var/lib/cloud/seed/nocloud/meta-data"
+
+# ------------------------------------------------------- host identity ----
+echo "/dev/vda / ext4 rw,errors=remount-ro 0 1" >"$STAGE/etc/fstab"
+echo "$HOSTNAME_" >"$STAGE/etc/hostname"
+cat >"$STAGE/etc/hosts" <<EOF
+127.0.0.1 localhost
+127.0.1.1 $HOSTNAME_
+::1 localhost ip6-localhost ip6-loopback
+EOF
+# mmdebstrap leaves the build machine's resolv.conf in the root. The VM has
+# no network: name no server at all, so that nothing in it (dnsmasq's
+# upstream list in particular) aims at an address outside the VM.
+rm -f "$STAGE/etc/resolv.conf"
+echo "# nodeprep test VM: no network card, no upstream DNS server" >"$STAGE/etc/resolv.conf"
+
+# --------------------------------------------------------------- image ----
+used_mb=$(du -sm "$STAGE" | cut -f1)
+size_mb=$((used_mb + FREE_MB))
+mkfs.ext4 -q -F -L nodeprep-root -d "$STAGE" "$OUT/disk.img" "${size_mb}M" >&2 ||
+    die "mkfs.ext4 -d failed"
+
+secs=$(elapsed)
+log "made $OUT/disk.img (${size_mb} MB, ${used_mb} MB used) with kernel $KREL in ${secs}s"
+echo "DISK=$OUT/disk.img"
+echo "KERNEL=$OUT/vmlinuz"
+echo "INITRD=$OUT/initrd.img"
+echo "KERNEL_RELEASE=$KREL"
+echo "DISK_SECONDS=$secs"
