@@ -51,6 +51,10 @@ pub enum Action {
     EnableUnit {
         unit: &'static str,
     },
+    /// Keep a unit disabled (one that enabling another pulled in).
+    DisableUnit {
+        unit: &'static str,
+    },
     ReloadNetworkd,
     RestartUnit {
         unit: &'static str,
@@ -87,6 +91,7 @@ impl fmt::Display for Action {
             Action::AddAddress { name, net } => write!(f, "add {net} to {name}"),
             Action::SetUp { name } => write!(f, "set {name} up"),
             Action::EnableUnit { unit } => write!(f, "enable {unit}"),
+            Action::DisableUnit { unit } => write!(f, "keep {unit} disabled"),
             Action::ReloadNetworkd => write!(f, "reload systemd-networkd"),
             Action::RestartUnit { unit } => write!(f, "restart {unit}"),
             Action::Dir { path, why, .. } => write!(f, "directory {} ({why})", path.display()),

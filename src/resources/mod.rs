@@ -202,6 +202,7 @@ pub fn execute(ctx: &Ctx, action: &Action) -> Result<()> {
         } => files::ensure_dir(path, *mode, *owner),
         Action::Chmod { path, mode, .. } => files::set_mode(path, *mode),
         Action::EnableUnit { unit } => systemd()?.enable(unit),
+        Action::DisableUnit { unit } => systemd()?.disable(unit),
         Action::ReloadNetworkd => systemd()?.reload_networkd(),
         Action::RestartUnit { unit } => systemd()?.restart(unit),
         Action::PullImage { image } => {

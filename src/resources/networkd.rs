@@ -9,6 +9,7 @@ use crate::resources::Ctx;
 use crate::sys::files;
 
 const UNIT: &str = "systemd-networkd.service";
+const WAIT_ONLINE: &str = "systemd-networkd-wait-online.service";
 
 pub fn plan(ctx: &Ctx) -> Result<Plan> {
     let cfg = &ctx.cfg;
@@ -40,6 +41,15 @@ pub fn plan(ctx: &Ctx) -> Result<Plan> {
     };
     if !systemd.is_enabled(UNIT)? {
         plan.actions.push(Action::EnableUnit { unit: UNIT });
+        // Enabling networkd also enables (Also=) its wait-online service. On
+        // a host whose network networkd does not manage, the only networkd
+        // link is dummy0 (RequiredForOnline=no), so wait-online finds nothing
+        // to wait for, times out after 2 minutes, fails, and holds up every
+        // unit ordered after network-online.target (cloud-init among them).
+        // Keep it as it was: disabled.
+        if !systemd.is_enabled(WAIT_ONLINE)? {
+            plan.actions.push(Action::DisableUnit { unit: WAIT_ONLINE });
+        }
     }
     // A running networkd only reads new or changed files on reload. Never
     // rely on it at apply time: the link resource has made the live state.

@@ -31,6 +31,10 @@ impl Systemd {
         run(Command::new("systemctl").args(["enable", unit]))
     }
 
+    pub fn disable(&self, unit: &str) -> Result<()> {
+        run(Command::new("systemctl").args(["disable", unit]))
+    }
+
     pub fn restart(&self, unit: &str) -> Result<()> {
         run(Command::new("systemctl").args(["restart", unit]))
     }
@@ -38,6 +42,7 @@ impl Systemd {
     /// Makes a running systemd-networkd re-read its .netdev/.network files.
     pub fn reload_networkd(&self) -> Result<()> {
         run(Command::new("networkctl").arg("reload"))
+            .context("networkctl talks to systemd-networkd over D-Bus: is dbus running?")
     }
 }
 
