@@ -484,3 +484,39 @@ assert seen["duration"] >= 0
          summary_changed=0 summary_drift=1 summary_failed=0 summary_ok=3 summary_skipped=7"
     );
 }
+
+#[test]
+fn facts_reports_what_nodeprep_detects() {
+    let env = TestEnv::new();
+    let run = env.run(&["--format", "json", "facts"]);
+    run.expect_code(0);
+    let doc = run.json();
+    for key in [
+        "hostname",
+        "os",
+        "kernel",
+        "default_route_interface",
+        "default_route_address",
+        "bind_addr",
+        "systemd",
+        "systemd_networkd_active",
+        "dnsmasq_active",
+        "systemd_resolved_active",
+        "kernel_dummy_support",
+        "docker_socket",
+        "docker_engine",
+    ] {
+        assert!(doc.get(key).is_some(), "facts lacks {key}: {}", run.stdout);
+    }
+    assert_eq!(doc["bind_addr"], "192.0.2.10 (configured)");
+    let human = env.run(&["facts"]);
+    human.expect_code(0);
+    assert!(
+        human
+            .stdout
+            .lines()
+            .any(|l| l.starts_with("bind_addr") && l.contains("192.0.2.10")),
+        "{}",
+        human.stdout
+    );
+}
