@@ -53,6 +53,7 @@ const SCENARIO_STEPS: &[&str] = &[
     "bind-auto-no-route",
     "bind-auto",
     "dummy-module-autocreate",
+    "dnsmasq-missing",
 ];
 
 /// Steps of tests/vm/selftest-scenario.sh (busybox only) that must PASS.

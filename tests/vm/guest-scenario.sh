@@ -217,6 +217,16 @@ step_dummy_module_autocreate() {
     expect_rc 0
 }
 
+step_dnsmasq_missing() {
+    # This guest has no dnsmasq: the resource must say so and write nothing.
+    ! command -v dnsmasq >/dev/null 2>&1 || why "precondition: the guest has a dnsmasq"
+    np --format json apply --only dnsmasq
+    expect_rc 1
+    expect_status dnsmasq failed
+    expect_output_contains "dnsmasq is not installed"
+    [ ! -e /etc/dnsmasq.d/consul.conf ] || why "/etc/dnsmasq.d/consul.conf was written"
+}
+
 run_step guest-setup step_guest_setup
 run_step binary-runs step_binary_runs
 run_step fresh-apply step_fresh_apply
@@ -232,4 +242,5 @@ run_step relink-after-bridge step_relink_after_bridge
 run_step bind-auto-no-route step_bind_auto_no_route
 run_step bind-auto step_bind_auto
 run_step dummy-module-autocreate step_dummy_module_autocreate
+run_step dnsmasq-missing step_dnsmasq_missing
 scenario_end
