@@ -154,13 +154,7 @@ fn converge(g: &Global, command: &'static str, sel: &Selection, run: Run) -> Res
         Vec::new()
     };
     let mut report = Report::new(command, started, resources, probes);
-    let mut exit = if report.summary.failed > 0 {
-        Exit::Failed
-    } else if report.summary.drift > 0 {
-        Exit::Drift
-    } else {
-        Exit::Ok
-    };
+    let mut exit = exit_code(&report, mode);
     if run.report_consul {
         // A failure to report is its own error, never a silent skip; it is
         // part of the one report document, not a second one.
@@ -173,6 +167,21 @@ fn converge(g: &Global, command: &'static str, sel: &Selection, run: Run) -> Res
     }
     output::report(&report, g.format, g.verbosity).or_exit(Exit::Failed)?;
     Ok(exit)
+}
+
+/// `apply`'s exit code says whether it converged: 0 even when a probe found
+/// the chain not answering yet (a just-started agent, a client whose servers
+/// are not up), which the report shows as drift; 2 stays "changes pending"
+/// for dry runs and "drift" for `check`.
+fn exit_code(report: &Report, mode: Mode) -> Exit {
+    let s = &report.summary;
+    if s.failed > 0 {
+        Exit::Failed
+    } else if mode != Mode::Apply && s.drift > 0 {
+        Exit::Drift
+    } else {
+        Exit::Ok
+    }
 }
 
 fn report_to_consul(ctx: &Ctx, report: &Report) -> anyhow::Result<&'static str> {

@@ -412,3 +412,28 @@ fn report_consul_failure_is_an_error() {
     );
     assert!(took < Duration::from_secs(5));
 }
+
+#[test]
+fn apply_reports_probe_drift_but_exits_0_when_converged() {
+    let Some(s) = Setup::new("applyprobe") else {
+        return;
+    };
+    // No agent and no dnsmasq: the files are converged, the chain is not up.
+    let out =
+        s.ns.cmd(&[
+            common::BIN,
+            "--config",
+            &s.config(),
+            "--format",
+            "json",
+            "apply",
+            "--only",
+            &format!("consul-config,{PROBES}"),
+        ])
+        .output()
+        .unwrap();
+    let run = Run::from(out);
+    run.expect_code(0);
+    assert_eq!(probe(&run, "consul-http").0, "drift", "{}", run.stdout);
+    assert_eq!(run.json()["summary"]["drift"], 2, "{}", run.stdout);
+}
