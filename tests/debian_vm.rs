@@ -3,21 +3,36 @@
 //! The busybox VM of tests/vm_kernel.rs proves the netlink and file work on
 //! a real kernel; this tier boots a whole Debian host (systemd, Debian's own
 //! kernel, systemd-networkd, Debian's dnsmasq, docker.io, cloud-init) and
-//! runs nodeprep there as an operator would, with no configuration file. It
-//! is what shows how the real services behave around nodeprep: whether
-//! dnsmasq restarts, whether networkd recreates dummy0 after a reboot.
+//! brings it up end to end as an operator would: cloud-init runs the real
+//! `configs/cloud-init.yaml`, whose runcmd installs nodeprep and runs
+//! `nodeprep apply`; the scenario then audits the host with live probes,
+//! resolves the consul domain from the host and from a container, reboots,
+//! and breaks and repairs it. The consul and registrator containers run
+//! TEST STAND-IN images (`standins/`, NOT Consul, NOT registrator: the real
+//! images cannot be had here) that read nodeprep's config and answer where
+//! a real agent would.
 //!
 //! - `tests/debian-vm/build-root.sh` makes the root with mmdebstrap and
 //!   caches it as a tarball in `$NODEPREP_TEST_CACHE/debian-vm` (default
 //!   `/var/cache/nodeprep-tests`), keyed by the package list and the script;
-//! - `tests/debian-vm/make-disk.sh` makes a fresh ext4 image from it on every
-//!   run, with the nodeprep binary and `tests/debian-vm/guest/` installed;
+//! - `tests/debian-vm/make-images.sh` builds the stand-in images and a
+//!   busybox image in the host's dockerd (`tests/docker/`) and `docker
+//!   save`s them into one tarball;
+//! - `tests/debian-vm/make-user-data.py` turns `configs/cloud-init.yaml`
+//!   into the user data, with three test-plumbing substitutions only (copy
+//!   nodeprep from the disk instead of downloading it; name the stand-in
+//!   images in nodeprep.toml; `docker load` them first), and validates it
+//!   with `cloud-init schema --config-file` and `nodeprep config validate`;
+//! - `tests/debian-vm/make-disk.sh` makes a fresh ext4 image from the root on
+//!   every run, with the binary, the images, the user data (NoCloud seed)
+//!   and `tests/debian-vm/guest/` installed;
 //! - the image boots twice (`-kernel`/`-initrd` of the root's own kernel,
-//!   `-nic none`: the VM has no network card). In boot 1
-//!   `nodeprep-test.service` runs phase 1 of `guest/scenario.sh` and reboots
-//!   the host with `systemctl reboot`; qemu runs with `-no-reboot`, so that
-//!   reboot ends it, and the test boots the same disk again for phase 2.
-//!   Each boot has its own timeout and its own serial log.
+//!   `-nic none`: the VM has no network card). In boot 1 cloud-init runs the
+//!   user data, then `nodeprep-test.service` (after `cloud-final.service`)
+//!   runs phase 1 of `guest/scenario.sh` and reboots the host; qemu runs
+//!   with `-no-reboot`, so that reboot ends it, and the test boots the same
+//!   disk again for phase 2. Each boot has its own timeout and its own
+//!   serial log.
 //!
 //! Serial console markers (`guest/lib.sh`):
 //!
@@ -31,7 +46,9 @@
 //! ```
 //!
 //! Prerequisites (root, qemu, mmdebstrap or a cached root, a reachable
-//! Debian mirror for the first build): when one is missing the test FAILS
+//! Debian mirror for the first build, a Docker engine on the host, a static
+//! busybox, cloud-init and python3 with PyYAML on the host to validate the
+//! user data): when one is missing the test FAILS
 //! under `CI=true`; elsewhere it prints `SKIPPED (not a pass): <why>` on
 //! stderr and returns. A skipped test has not passed.
 //!
@@ -49,12 +66,15 @@ use std::time::{Duration, Instant};
 
 const TEST: &str = "debian_vm_full_host";
 
-/// Steps of phase 1 (first boot), in order; each must PASS.
+/// Steps of phase 1 (first boot, after cloud-init ran the user data), in
+/// order; each must PASS.
 const PHASE1_STEPS: &[&str] = &[
-    "apply-fresh",
+    "cloud-init-done",
+    "check-all-ok",
     "apply-second-noop",
-    "check-clean",
-    "dnsmasq-answers",
+    "dnsmasq-chain",
+    "container-dns",
+    "login-env",
 ];
 
 /// Steps of phase 2 (after the reboot), in order; each must PASS.
@@ -62,6 +82,7 @@ const PHASE2_STEPS: &[&str] = &[
     "reboot-persists",
     "dnsmasq-after-reboot",
     "apply-after-reboot-noop",
+    "drift-detected-and-repaired",
     "repair-with-networkd-active",
 ];
 
@@ -95,11 +116,11 @@ fn repo_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
-/// Per boot. Measured on the idle 2-core machine: boot 1 about 65 s, boot 2
-/// about 220 s, of which 120 s are systemd-networkd-wait-online timing out
-/// (enabled together with systemd-networkd by `nodeprep apply`; every unit
-/// after cloud-init waits for it). With other builds on the machine a boot
-/// took twice as long: hence 420 s.
+/// Per boot. Measured on the idle 2-core machine: boot 1 (cloud-init
+/// running the user data, `nodeprep apply` included, then phase 1) about
+/// 170 s, boot 2 about 155 s (systemd-networkd-wait-online stays disabled:
+/// no 120 s wait any more). With other builds on the machine boot 1 took
+/// 263 s: hence 420 s.
 fn boot_timeout() -> Duration {
     let secs = std::env::var("NODEPREP_DEBIAN_VM_TIMEOUT")
         .ok()
@@ -158,17 +179,28 @@ enum Script {
     Missing(String),
 }
 
-/// Runs a tests/debian-vm script; exit status 77 means a missing
-/// prerequisite (with a `PREREQ-MISSING: <why>` line on stderr), 0 gives the
-/// `KEY=VALUE` lines of its stdout. Its stderr is passed through.
+/// Runs a tests/debian-vm bash script; see `run_with`.
 fn run_script(name: &str, args: &[&str]) -> Script {
+    run_with("bash", name, args)
+}
+
+/// Runs a tests/debian-vm script with `interpreter`; exit status 77 means a
+/// missing prerequisite (with a `PREREQ-MISSING: <why>` line on stderr), 0
+/// gives the `KEY=VALUE` lines of its stdout. Its stderr is passed through.
+fn run_with(interpreter: &str, name: &str, args: &[&str]) -> Script {
     let script = repo_dir().join("tests/debian-vm").join(name);
-    let o = Command::new("bash")
+    let o = match Command::new(interpreter)
         .arg(&script)
         .args(args)
         .stdin(Stdio::null())
         .output()
-        .unwrap_or_else(|e| panic!("cannot run bash {}: {e}", script.display()));
+    {
+        Ok(o) => o,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Script::Missing(format!("{interpreter} is not installed (needed by {name})"))
+        }
+        Err(e) => panic!("cannot run {interpreter} {}: {e}", script.display()),
+    };
     let stdout = String::from_utf8_lossy(&o.stdout);
     let stderr = String::from_utf8_lossy(&o.stderr);
     match o.status.code() {
@@ -514,13 +546,61 @@ fn debian_vm_full_host() {
     let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("debian-vm");
     fs::create_dir_all(&dir).expect("create work dir");
     let out = dir.to_str().expect("UTF-8 work dir");
+    let binary_arg = binary.to_str().expect("UTF-8 binary path");
+
+    // The stand-in images (and busybox), from the host's dockerd.
+    let images = match run_script("make-images.sh", &["--out", out]) {
+        Script::Done(vars) => vars,
+        Script::Missing(why) => return prerequisite_missing(&why),
+    };
+    let images_line = format!(
+        "images {} in {}s",
+        get(&images, "IMAGES"),
+        get(&images, "IMAGES_SECONDS")
+    );
+    note(&format!("debian-vm: {images_line}"));
+
+    // The real user data, with the test's three substitutions, validated.
+    let started = Instant::now();
+    let source = repo_dir().join("configs/cloud-init.yaml");
+    let python = if Path::new("/usr/bin/python3").exists() {
+        "/usr/bin/python3"
+    } else {
+        "python3"
+    };
+    let user_data = match run_with(
+        python,
+        "make-user-data.py",
+        &[
+            "--source",
+            source.to_str().expect("UTF-8 source path"),
+            "--out",
+            out,
+            "--nodeprep",
+            binary_arg,
+        ],
+    ) {
+        Script::Done(vars) => vars,
+        Script::Missing(why) => return prerequisite_missing(&why),
+    };
+    let user_data_line = format!(
+        "user data from configs/cloud-init.yaml in {} ({})",
+        secs(started.elapsed()),
+        get(&user_data, "SCHEMA")
+    );
+    note(&format!("debian-vm: {user_data_line}"));
+
     let made = match run_script(
         "make-disk.sh",
         &[
             "--root-tar",
             get(&root, "ROOT_TAR"),
             "--binary",
-            binary.to_str().expect("UTF-8 binary path"),
+            binary_arg,
+            "--images",
+            get(&images, "IMAGES_TAR"),
+            "--user-data",
+            get(&user_data, "USER_DATA"),
             "--out",
             out,
         ],
@@ -579,7 +659,7 @@ fn debian_vm_full_host() {
         }
     }
     note(&format!(
-        "debian-vm: timings: {root_line}; {disk_line}; {}; total {}",
+        "debian-vm: timings: {root_line}; {images_line}; {user_data_line}; {disk_line}; {}; total {}",
         boots
             .iter()
             .map(|(b, _)| format!("boot {} {}", b.n, secs(b.elapsed)))

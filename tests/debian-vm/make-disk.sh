@@ -1,26 +1,36 @@
 #!/bin/bash
 # Make a fresh ext4 disk image for one run of the Debian VM tier
 # (tests/debian_vm.rs) from the cached root of build-root.sh, with the
-# nodeprep binary and the test scenario added, and extract the root's kernel
-# and initrd to boot it with qemu -kernel/-initrd.
+# nodeprep binary, the stand-in images, the user data and the test scenario
+# added, and extract the root's kernel and initrd to boot it with qemu
+# -kernel/-initrd.
 #
 # Usage:
-#   tests/debian-vm/make-disk.sh --root-tar TAR --binary PATH --out DIR
+#   tests/debian-vm/make-disk.sh --root-tar TAR --binary PATH --images TAR
+#                                --user-data FILE --out DIR
 #
-#   --root-tar TAR  the root tarball printed by build-root.sh (ROOT_TAR=)
-#   --binary PATH   static nodeprep executable -> /usr/local/bin/nodeprep
-#   --out DIR       where disk.img, vmlinuz and initrd.img are written
-#                   (replaced when present)
+#   --root-tar TAR   the root tarball printed by build-root.sh (ROOT_TAR=)
+#   --binary PATH    static nodeprep executable -> /var/lib/nodeprep-test/nodeprep
+#                    (the user data's runcmd installs it in /usr/local/bin,
+#                    in place of configs/cloud-init.yaml's download)
+#   --images TAR     `docker save` tarball of make-images.sh ->
+#                    /var/lib/nodeprep-test/images.tar (loaded by runcmd)
+#   --user-data FILE user data made by make-user-data.py from
+#                    configs/cloud-init.yaml -> the NoCloud seed
+#   --out DIR        where disk.img, vmlinuz and initrd.img are written
+#                    (replaced when present)
 #
 # Writes into the image (the files themselves are in tests/debian-vm/guest/):
-#   /usr/local/bin/nodeprep
+#   /var/lib/nodeprep-test/{nodeprep,images.tar}
 #   /usr/local/lib/nodeprep-test/{scenario.sh,lib.sh}
 #   /etc/systemd/system/nodeprep-test.service     (enabled; runs the scenario)
 #   /etc/systemd/system/nodeprep-uplink.service   (enabled; dummy uplink +
 #                                                  default route, no NIC)
 #   /etc/cloud/cloud.cfg.d/90-nodeprep-test.cfg, NoCloud seed directory
 #   /etc/fstab, /etc/hostname, /etc/hosts, /etc/resolv.conf
-# and no /etc/nodeprep/nodeprep.toml (the embedded defaults apply).
+# and no /usr/local/bin/nodeprep nor /etc/nodeprep/nodeprep.toml: cloud-init
+# installs and writes them from the user data. apt's sources are removed
+# (see below).
 #
 # On success prints KEY=VALUE lines on stdout:
 #   DISK=<path> KERNEL=<path> INITRD=<path> KERNEL_RELEASE=<uname -r>
@@ -33,6 +43,8 @@ HERE=$(cd "$(dirname "$0")" && pwd)
 GUEST=$HERE/guest
 ROOT_TAR=
 BINARY=
+IMAGES=
+USER_DATA=
 OUT=
 # Room left free in the image for what the guest writes (journal, docker's
 # state; later phases load images). The file is sparse: unused room costs
@@ -51,13 +63,17 @@ while [ $# -gt 0 ]; do
     case $1 in
         --root-tar) ROOT_TAR=$2; shift 2 ;;
         --binary) BINARY=$2; shift 2 ;;
+        --images) IMAGES=$2; shift 2 ;;
+        --user-data) USER_DATA=$2; shift 2 ;;
         --out) OUT=$2; shift 2 ;;
-        -h|--help) sed -n '2,32p' "$0"; exit 0 ;;
+        -h|--help) sed -n '2,43p' "$0"; exit 0 ;;
         *) die "unknown argument: $1" ;;
     esac
 done
 [ -f "${ROOT_TAR:-/nonexistent}" ] || die "--root-tar: no such file: ${ROOT_TAR:-(none)}"
 [ -x "${BINARY:-/nonexistent}" ] || die "--binary: not an executable: ${BINARY:-(none)}"
+[ -f "${IMAGES:-/nonexistent}" ] || die "--images: no such file: ${IMAGES:-(none)}"
+[ -f "${USER_DATA:-/nonexistent}" ] || die "--user-data: no such file: ${USER_DATA:-(none)}"
 [ -n "$OUT" ] || die "--out DIR is required"
 [ "$(id -u)" = 0 ] || prereq_missing "make-disk.sh must run as root (the image keeps the root's owners)"
 command -v mkfs.ext4 >/dev/null 2>&1 || PATH=$PATH:/usr/sbin:/sbin
@@ -88,11 +104,14 @@ cp "$KERNEL" "$OUT/vmlinuz"
 cp "$STAGE/boot/initrd.img-$KREL" "$OUT/initrd.img"
 
 # ------------------------------------------------------ nodeprep + test ----
-install -D -m 0755 "$BINARY" "$STAGE/usr/local/bin/nodeprep"
+# Not in /usr/local/bin: the user data's runcmd installs it from here, as
+# configs/cloud-init.yaml installs it from NODEPREP_URL.
+install -d -m 0755 "$STAGE/var/lib/nodeprep-test"
+install -m 0755 "$BINARY" "$STAGE/var/lib/nodeprep-test/nodeprep"
+install -m 0644 "$IMAGES" "$STAGE/var/lib/nodeprep-test/images.tar"
 install -D -m 0755 "$GUEST/scenario.sh" "$STAGE/usr/local/lib/nodeprep-test/scenario.sh"
 install -D -m 0644 "$GUEST/lib.sh" "$STAGE/usr/local/lib/nodeprep-test/lib.sh"
-install -d -m 0755 "$STAGE/var/lib/nodeprep-test"
-rm -rf "$STAGE/etc/nodeprep"
+rm -rf "$STAGE/etc/nodeprep" "$STAGE/usr/local/bin/nodeprep"
 
 UNITS=$STAGE/etc/systemd/system
 for unit in nodeprep-test.service nodeprep-uplink.service; do
@@ -109,7 +128,21 @@ done
 
 # ------------------------------------------------------------ cloud-init ----
 install -D -m 0644 "$GUEST/90-nodeprep-test.cfg" "$STAGE/etc/cloud/cloud.cfg.d/90-nodeprep-test.cfg"
-install -D -m 0644 "$GUEST/user-data" "$STAGE/var/lib/cloud/seed/nocloud/user-data"
+install -D -m 0644 "$USER_DATA" "$STAGE/var/lib/cloud/seed/nocloud/user-data"
+# The user data keeps configs/cloud-init.yaml's `packages:` (dnsmasq,
+# docker.io: already in the root), so cloud-init's
+# package-update-upgrade-install runs `apt-get update` and `apt-get install`.
+# With mmdebstrap's sources.list and no network, apt-get update only warns
+# ("Failed to fetch ... Some index files failed to download", exit 0,
+# measured in this root): cloud-init would not end in error, but apt would
+# still try to reach the mirror from a VM that must send nothing anywhere.
+# So the image has no apt sources at all: `apt-get update` has nothing to
+# fetch, and `apt-get install` finds both packages installed ("already the
+# newest version"). Debian's cloud.cfg sets apt: preserve_sources_list:
+# true, so cloud-init does not write a sources.list back.
+rm -f "$STAGE/etc/apt/sources.list"
+rm -rf "$STAGE/etc/apt/sources.list.d"
+mkdir -p "$STAGE/etc/apt/sources.list.d"
 install -D -m 0644 "$GUEST/meta-data" "$STAGE/var/lib/cloud/seed/nocloud/meta-data"
 
 # ------------------------------------------------------- host identity ----
@@ -125,6 +158,16 @@ EOF
 # upstream list in particular) aims at an address outside the VM.
 rm -f "$STAGE/etc/resolv.conf"
 echo "# nodeprep test VM: no network card, no upstream DNS server" >"$STAGE/etc/resolv.conf"
+
+# mmdebstrap's eatmydata hook leaves /usr/bin/eatmydata behind without its
+# library (its customize hook keeps the wrapper when dpkg merely knows the
+# package name). cloud-init runs apt through eatmydata when that is on
+# PATH, and every apt call then printed "ERROR: ld.so: object
+# 'libeatmydata.so' from LD_PRELOAD cannot be preloaded". No package owns
+# it here, and a real host has none: remove it.
+if [ -e "$STAGE/usr/bin/eatmydata" ] && [ ! -e "$STAGE/var/lib/dpkg/info/eatmydata.list" ]; then
+    rm -f "$STAGE/usr/bin/eatmydata"
+fi
 
 # --------------------------------------------------------------- image ----
 used_mb=$(du -sm "$STAGE" | cut -f1)

@@ -4,19 +4,27 @@
 # docker.io, cloud-init, Debian's kernel). Installed by make-disk.sh as
 # /usr/local/lib/nodeprep-test/scenario.sh.
 #
+# The host is brought up by the real configs/cloud-init.yaml (made into the
+# NoCloud user data by make-user-data.py, with three test-plumbing
+# substitutions: nodeprep copied from the disk instead of downloaded, the
+# TEST STAND-IN images named in nodeprep.toml, and those images loaded with
+# `docker load` first). cloud-init's runcmd installs nodeprep and runs
+# `nodeprep apply`; this unit runs after cloud-final.service and checks the
+# result. The containers run the stand-ins (NOT Consul, NOT registrator):
+# they read the config nodeprep wrote and answer HTTP and DNS where a real
+# agent would, which is what nodeprep's probes ask.
+#
 # Two boots. The phase is kept on the disk in /var/lib/nodeprep-test/phase:
-#   phase 1 (first boot): apply-fresh, apply-second-noop, check-clean,
-#           dnsmasq-answers; then `systemctl reboot` (the host runs qemu with
-#           -no-reboot, so the guest's reboot ends that qemu, and the host
-#           boots the same disk again: see tests/debian_vm.rs);
+#   phase 1 (first boot): cloud-init-done, check-all-ok, apply-second-noop,
+#           dnsmasq-chain, container-dns, login-env; then a reboot (the host
+#           runs qemu with -no-reboot, so the guest's reboot ends that qemu,
+#           and the host boots the same disk again: see tests/debian_vm.rs);
 #   phase 2 (second boot): reboot-persists, dnsmasq-after-reboot,
-#           apply-after-reboot-noop, repair-with-networkd-active; then
-#           NODEPREP-SCENARIO-END and poweroff.
+#           apply-after-reboot-noop, drift-detected-and-repaired,
+#           repair-with-networkd-active; then NODEPREP-SCENARIO-END and
+#           poweroff.
 # Markers on the serial console: NODEPREP-BOOT, NODEPREP-STEP, NODEPREP-NOTE,
 # NODEPREP-REBOOTING, NODEPREP-SCENARIO-END (see lib.sh).
-#
-# No /etc/nodeprep/nodeprep.toml: the embedded defaults apply, as on a host
-# that runs `nodeprep apply` from cloud-init with no config.
 
 # The console is the serial port the host reads (console=ttyS0).
 exec >/dev/ttyS0 2>&1
@@ -25,32 +33,41 @@ exec >/dev/ttyS0 2>&1
 
 STATE=/var/lib/nodeprep-test
 LINK_ADDR=169.254.1.1
-# The uplink that nodeprep-uplink.service makes (the VM has no NIC).
+# The uplink that nodeprep-uplink.service makes (the VM has no NIC):
+# bind_addr = "auto" resolves to it.
 HOST_IP=192.0.2.10
 FILES=(
     /etc/systemd/network/10-dummy0.netdev
     /etc/systemd/network/10-dummy0.network
     /etc/dnsmasq.d/consul.conf
     /etc/consul.d/interfaces.json
+    /etc/consul.d/agent.json
     /etc/environment
 )
-# The resources this tier covers so far. The consul and registrator
-# containers need images that cannot be pulled here (no registry: the VM has
-# no network card); a later phase loads stand-in images and drops --only.
-# --only rather than --skip: a resource added to nodeprep later stays out
-# until this scenario covers it.
-ONLY=(--only "link,networkd,dnsmasq,consul-config,environment")
-# The stand-in for Consul's DNS interface, and the answer it gives.
-RESPONDER_PORT=8600
-ANSWER=10.1.2.3
-QNAME=web.service.consul
+# Every resource and probe nodeprep reports (README: JSON output).
+RESOURCES="consul,consul-config,dnsmasq,environment,link,networkd,registrator"
+PROBES="consul-dns,consul-exposure,consul-http,registrator"
+CONSUL=consul
+REGISTRATOR=registrator
+# The images named by make-user-data.py: TEST STAND-INS.
+CONSUL_IMAGE=nodeprep-test/consul-standin:1
+REGISTRATOR_IMAGE=nodeprep-test/registrator-standin:1
+BUSYBOX_IMAGE=nodeprep-test/busybox:1
+# The consul stand-in answers A for *.service.consul with its bind_addr.
+QNAME=consul.service.consul
+ANSWER=$HOST_IP
+AGENT_DNS_PORT=8600
+CLOUD_OUTPUT=/var/log/cloud-init-output.log
+# nodeprep apply's lock: on /run (a tmpfs), so its absence at the start of
+# boot 2 shows that no apply has run in that boot.
+NP_LOCK=/run/nodeprep.lock
 
 # ------------------------------------------------------------ helpers ----
 
 # Inode and nanosecond mtime: a rewrite shows even within one second (and
 # a rename-into-place changes the inode even when the mtime would not).
 snapshot() {
-    stat -c '%n inode=%i mtime=%y mode=%a size=%s' "${FILES[@]}" 2>&1
+    stat -c '%n inode=%i mtime=%y mode=%a size=%s' "${FILES[@]}" 2>&1 || true
 }
 
 # Which dnsmasq process runs: changes when the unit is (re)started.
@@ -58,91 +75,192 @@ dnsmasq_identity() {
     echo "pid=$(unit_prop dnsmasq MainPID) started=$(unit_prop dnsmasq ExecMainStartTimestampMonotonic)"
 }
 
+# Which container process runs: ID, StartedAt, restarts.
+container_identity() {
+    docker inspect -f '{{.Name}} id={{.Id}} started={{.State.StartedAt}} restarts={{.RestartCount}}' \
+        "$CONSUL" "$REGISTRATOR" 2>&1 || true
+}
+
+container_state() {
+    docker inspect -f '{{.Name}} {{.State.Status}} running={{.State.Running}} restarting={{.State.Restarting}} exit={{.State.ExitCode}} started={{.State.StartedAt}} restarts={{.RestartCount}} image={{.Config.Image}} restart={{.HostConfig.RestartPolicy.Name}}' \
+        "$1" 2>&1 || true
+}
+
+# field_of FILE CONTAINER KEY: a key=value of container_identity's output.
+field_of() {
+    awk -v n="/$2" -v k="$3=" '$1 == n { for (i = 2; i <= NF; i++) if (index($i, k) == 1) print substr($i, length(k) + 1) }' "$1" 2>/dev/null
+}
+
+containers_running() {
+    local c
+    for c in "$CONSUL" "$REGISTRATOR"; do
+        [ "$(docker inspect -f '{{.State.Running}} {{.State.Restarting}}' "$c" 2>/dev/null)" = "true false" ] || return 1
+    done
+}
+
 dummy0_has_addr() {
     ip -br addr show dev dummy0 2>/dev/null | grep -qw "$LINK_ADDR/32"
+}
+
+# The lines nodeprep's runs under cloud-init left in its output log.
+cloud_apply_lines() {
+    grep -c '^apply: ' "$CLOUD_OUTPUT" 2>/dev/null || true
 }
 
 note_host_state() {
     local label=$1
     note "$label: dnsmasq is-active=$(systemctl is-active dnsmasq) result=$(unit_prop dnsmasq Result) $(dnsmasq_identity)"
-    note "$label: systemd-networkd is-enabled=$(systemctl is-enabled systemd-networkd 2>&1) is-active=$(systemctl is-active systemd-networkd)"
+    note "$label: systemd-networkd is-enabled=$(systemctl is-enabled systemd-networkd 2>&1) is-active=$(systemctl is-active systemd-networkd); systemd-networkd-wait-online is-enabled=$(systemctl is-enabled systemd-networkd-wait-online 2>&1)"
     note "$label: dummy0: $(ip -br addr show dev dummy0 2>&1 | tr -s ' ')"
     note "$label: udp/53 listeners: $(ss -Hlnu 'sport = :53' 2>&1 | awk '{ print $4 }' | sort | paste -sd' ')"
     note "$label: default route: $(ip route show default 2>&1)"
+    note "$label: docker is-active=$(systemctl is-active docker); $(container_state "$CONSUL")"
+    note "$label: $(container_state "$REGISTRATOR")"
 }
 
 # The boot's journal of dnsmasq, and failed units: for the main engineer.
 note_boot_journal() {
     local label=$1
-    journalctl -b -u dnsmasq -o short-monotonic --no-pager 2>&1 | note_lines "$label dnsmasq journal"
+    journalctl -b -u dnsmasq -o short-monotonic --no-pager 2>&1 | tail -n 12 | note_lines "$label dnsmasq journal"
     note "$label: failed units: $(systemctl --failed --no-legend --plain 2>&1 | awk '{ print $1 }' | paste -sd' ')"
+}
+
+# The stand-ins' own logs (their ready: and error: lines).
+note_container_logs() {
+    local label=$1 c
+    for c in "$CONSUL" "$REGISTRATOR"; do
+        docker logs --tail 6 "$c" 2>&1 | note_lines "$label: docker logs $c"
+    done
+}
+
+# One note line per resource and probe of a nodeprep JSON document.
+note_report() { # LABEL FILE
+    [ -s "$2" ] || return 0
+    json "$2" '"\n".join("%s %s %s: %s" % (k, r["id"], r["status"], r.get("detail", "")) for k in ("resources", "probes") for r in d.get(k, []))' 2>&1 |
+        note_lines "$1"
+    json "$2" '"summary %s" % d.get("summary")' 2>&1 | note_lines "$1"
+}
+
+# json expressions over a nodeprep report.
+ALL_IDS='",".join(sorted(r["id"] for r in d["resources"])) + " / " + ",".join(sorted(r["id"] for r in d["probes"]))'
+NOT_OK='" ".join("%s:%s=%s" % (k, r["id"], r["status"]) for k in ("resources", "probes") for r in d[k] if r["status"] != "ok") or "none"'
+DRIFTED='",".join(sorted(r["id"] for r in d["resources"] if r["status"] == "drift")) or "none"'
+
+# expect_all_ok FILE: every resource and every probe is ok, and they are
+# all there.
+expect_all_ok() {
+    expect_json "$1" "$ALL_IDS" "$RESOURCES / $PROBES"
+    expect_json "$1" "$NOT_OK" none
+}
+
+# np_until SECONDS WANT ARGS...: run nodeprep ARGS until it exits WANT, at
+# most SECONDS (every try is in the transcript). Leaves the last run's
+# results in $NP_OUT/$NP_RC; sets NP_WAITED and NP_TRIES.
+np_until() {
+    local limit=$1 want=$2 start
+    shift 2
+    start=$(uptime_s)
+    NP_TRIES=0
+    while :; do
+        NP_TRIES=$((NP_TRIES + 1))
+        np "$@"
+        [ "$NP_RC" -ne "$want" ] || break
+        if awk -v a="$start" -v b="$(uptime_s)" -v l="$limit" 'BEGIN { exit !(b - a > l) }'; then
+            break
+        fi
+        sleep 2
+    done
+    NP_WAITED=$(awk -v a="$start" -v b="$(uptime_s)" 'BEGIN { printf "%.1f", b - a }')
+    log "nodeprep $* exited $NP_RC after $NP_TRIES tries in ${NP_WAITED}s (wanted $want within ${limit}s)"
 }
 
 dig_short() { # SERVER PORT
     dig @"$1" -p "$2" "$QNAME" +short +time=2 +tries=2 2>&1
 }
 
-responder_answers() {
-    [ "$(dig @"$LINK_ADDR" -p "$RESPONDER_PORT" "$QNAME" +short +time=1 +tries=1 2>/dev/null)" = "$ANSWER" ]
-}
-
-# A tiny DNS server on 169.254.1.1:8600 in Consul's place: a second
-# dnsmasq that answers every *.consul name with $ANSWER and forwards nothing
-# (-C /dev/null: none of Debian's /etc/dnsmasq.* files). Stopped when the
-# step's subshell exits.
-start_responder() {
-    dnsmasq --conf-file=/dev/null --keep-in-foreground --pid-file= \
-        --port="$RESPONDER_PORT" --listen-address="$LINK_ADDR" --bind-interfaces \
-        --address=/consul/"$ANSWER" --no-resolv --no-hosts --log-facility=- \
-        >>"$RUN_DIR/responder.log" 2>&1 &
-    RESPONDER_PID=$!
-    trap 'kill "$RESPONDER_PID" 2>/dev/null; wait "$RESPONDER_PID" 2>/dev/null' EXIT
-    log "stand-in DNS responder (dnsmasq) pid $RESPONDER_PID on $LINK_ADDR:$RESPONDER_PORT"
-    local t
-    t=$(wait_for 15 responder_answers) ||
-        why "the stand-in responder on $LINK_ADDR:$RESPONDER_PORT does not answer: $(tail -n 3 "$RUN_DIR/responder.log" | tr '\n' ' ')"
-    log "responder answered after ${t}s"
-}
-
-# expect_forwarded SERVER: the host's dnsmasq on SERVER:53 forwards the consul
-# domain to the responder.
+# expect_forwarded SERVER: the host's dnsmasq on SERVER:53 forwards the
+# consul domain to the agent (the stand-in) on $LINK_ADDR:$AGENT_DNS_PORT.
 expect_forwarded() {
     local out
     echo "\$ dig @$1 $QNAME +short" >>"$STEP_LOG"
-    out=$(dig_short "$1" 53)
+    out=$(dig_short "$1" 53) || true
     echo "$out" >>"$STEP_LOG"
-    [ "$out" = "$ANSWER" ] || why "dig @$1 $QNAME answered '$(echo "$out" | tr '\n' ' ')', expected $ANSWER"
+    [ "$out" = "$ANSWER" ] || why "dig @$1 $QNAME answered '$(echo "$out" | tr '\n' ' ')', expected $ANSWER (the consul stand-in's bind_addr)"
 }
 
 # -------------------------------------------------------------- steps ----
 
-step_apply_fresh() {
-    dnsmasq_identity >"$RUN_DIR/dnsmasq.before-apply"
-    np --format json apply "${ONLY[@]}"
-    cp "$NP_OUT" "$RUN_DIR/apply1.json"
+# cloud-init ran the real user data to the end, without an error, and its
+# runcmd installed nodeprep and ran `nodeprep apply` (and check).
+step_cloud_init_done() {
+    local st out rc=0
+    # (cloud-init is slow to start under TCG: asked once.)
+    out=$(cloud-init status --long 2>&1) || rc=$?
+    { echo "\$ cloud-init status --long"; echo "$out"; echo "  exit status: $rc"; } >>"$STEP_LOG"
+    { echo "$out"; echo "(exit status $rc)"; } >"$RUN_DIR/cloud-init-status"
+    st=$(echo "$out" | awk '/^status:/ { print $2 }')
+    [ "$st" = "done" ] || why "cloud-init status is '$st', expected done: $(echo "$out" | tail -n 1)"
+    [ "$rc" -eq 0 ] || why "cloud-init status --long exited $rc"
+    run cat /run/cloud-init/result.json
+    expect_json /run/cloud-init/result.json 'd["v1"]["errors"]' '[]'
+    run cat /run/cloud-init/status.json
+    expect_json /run/cloud-init/status.json \
+        'sorted(set(str(e) for s in d["v1"].values() if isinstance(s, dict) for e in (s.get("errors") or [])))' '[]'
+    # The user data cloud-init used is the one the test made from
+    # configs/cloud-init.yaml (validated on the host with `cloud-init schema`).
+    run cmp /var/lib/cloud/seed/nocloud/user-data /var/lib/cloud/instance/user-data.txt
+    run cat /var/lib/cloud/instance/scripts/runcmd
+    grep -Eq "nodeprep'? +'?apply" /var/lib/cloud/instance/scripts/runcmd ||
+        why "cloud-init's runcmd script has no nodeprep apply"
+    # The merged configuration (image's cloud.cfg.d + user data) passed
+    # cloud-init's own schema check at boot.
+    ! grep -q 'Invalid cloud-config provided' /var/log/cloud-init.log ||
+        why "cloud-init logged 'Invalid cloud-config provided' at boot: $(grep -m1 'Invalid cloud-config' /var/log/cloud-init.log)"
+    # runcmd installed the binary from the disk (in place of the download).
+    run cmp "$STATE/nodeprep" /usr/local/bin/nodeprep
+    grep -q 'nodeprep-test/consul-standin:1' /etc/nodeprep/nodeprep.toml ||
+        why "/etc/nodeprep/nodeprep.toml (write_files) does not name the stand-in image"
+    { echo "--- $CLOUD_OUTPUT"; cat "$CLOUD_OUTPUT"; } >>"$STEP_LOG" 2>&1
+    grep -q '^Loaded image: nodeprep-test/consul-standin:1' "$CLOUD_OUTPUT" ||
+        why "$CLOUD_OUTPUT shows no 'docker load' of the stand-in images"
+    local applied
+    applied=$(grep '^apply: ' "$CLOUD_OUTPUT" | tail -n 1)
+    [ -n "$applied" ] || why "$CLOUD_OUTPUT has no 'apply: ...' summary line: nodeprep apply did not run under cloud-init"
+    case $applied in
+        *" 0 failed, "*) ;;
+        *) why "nodeprep apply under cloud-init reported failures: $applied" ;;
+    esac
+    grep -q '^check: ' "$CLOUD_OUTPUT" || why "$CLOUD_OUTPUT has no 'check: ...' summary line"
+    [ -e "$NP_LOCK" ] || why "$NP_LOCK is missing: no nodeprep apply ran in this boot"
+}
+
+step_check_all_ok() {
+    # The consul stand-in may still be starting (or restarting under its
+    # restart policy): poll the whole check, probes included.
+    np_until 60 0 --format json check
+    cp "$NP_OUT" "$RUN_DIR/check1.json"
+    echo "exit $NP_RC after ${NP_WAITED}s and $NP_TRIES tries" >"$RUN_DIR/check1.waited"
     expect_rc 0
-    expect_json "$NP_OUT" 'd["command"]' apply
-    expect_json "$NP_OUT" 'd["summary"]["failed"]' 0
-    run ip -d addr show dev dummy0
-    dummy0_has_addr || why "dummy0 does not have $LINK_ADDR/32: $(ip -br addr show dev dummy0 2>&1)"
-    ip -d link show dev dummy0 | grep -qw dummy || why "dummy0 is not a dummy link"
-    local f
-    for f in "${FILES[@]}"; do
-        [ -f "$f" ] || why "$f was not written"
-        { echo "--- $f"; cat "$f"; } >>"$STEP_LOG"
+    # The documented shape: one line, these keys.
+    [ "$(wc -l <"$NP_OUT")" -eq 1 ] || why "nodeprep --format json check printed $(wc -l <"$NP_OUT") lines, expected 1"
+    expect_json "$NP_OUT" 'sorted({"command", "version", "host", "timestamp", "duration_seconds", "summary", "resources", "probes"} - set(d)) + sorted({"ok", "changed", "drift", "failed", "skipped"} - set(d["summary"])) + [d["command"]]' "['check']"
+    expect_all_ok "$NP_OUT"
+    run docker ps -a --no-trunc
+    local c img
+    for c in "$CONSUL:$CONSUL_IMAGE" "$REGISTRATOR:$REGISTRATOR_IMAGE"; do
+        img=$(docker inspect -f '{{.Config.Image}}' "${c%%:*}" 2>&1)
+        [ "$img" = "${c#*:}" ] || why "container ${c%%:*} runs image '$img', expected the stand-in ${c#*:}"
     done
     expect_json /etc/consul.d/interfaces.json 'd["bind_addr"]' "$HOST_IP"
     grep -qx "CONSUL_HTTP_ADDR=$LINK_ADDR:8500" /etc/environment ||
         why "/etc/environment has no line CONSUL_HTTP_ADDR=$LINK_ADDR:8500"
-    local enabled
-    enabled=$(systemctl is-enabled systemd-networkd 2>&1 || true)
-    [ "$enabled" = enabled ] || why "systemctl is-enabled systemd-networkd says '$enabled', expected enabled"
 }
 
 step_apply_second_noop() {
     snapshot >"$RUN_DIR/snap.before"
     dnsmasq_identity >"$RUN_DIR/dnsmasq.before"
-    np --format json apply "${ONLY[@]}"
+    container_identity >"$RUN_DIR/containers.before"
+    np --format json apply
     expect_rc 0
     expect_json "$NP_OUT" 'd["summary"]["changed"]' 0
     expect_json "$NP_OUT" 'd["summary"]["failed"]' 0
@@ -154,22 +272,25 @@ step_apply_second_noop() {
     dnsmasq_identity >"$RUN_DIR/dnsmasq.after"
     cmp -s "$RUN_DIR/dnsmasq.before" "$RUN_DIR/dnsmasq.after" ||
         why "a no-op apply restarted dnsmasq ($(cat "$RUN_DIR/dnsmasq.before") -> $(cat "$RUN_DIR/dnsmasq.after"))"
+    # DESIGN.md section 4: restarts no container.
+    container_identity >"$RUN_DIR/containers.after"
+    if ! diff -u "$RUN_DIR/containers.before" "$RUN_DIR/containers.after" >>"$STEP_LOG"; then
+        why "a no-op apply recreated or restarted a container (StartedAt/ID changed; diff above)"
+    fi
 }
 
-step_check_clean() {
-    np check "${ONLY[@]}"
-    expect_rc 0
-    np --format json check "${ONLY[@]}"
-    expect_rc 0
-    expect_json "$NP_OUT" 'd["summary"]["drift"]' 0
-    expect_json "$NP_OUT" 'd["summary"]["failed"]' 0
-}
-
-step_dnsmasq_answers() {
-    local state
-    state=$(systemctl is-active dnsmasq || true)
-    [ "$state" = active ] || why "dnsmasq is $state, expected active"
-    start_responder
+# dnsmasq, from nodeprep's file, forwards the consul domain to the agent
+# (the consul stand-in) on both listen addresses.
+step_dnsmasq_chain() {
+    local t
+    t=$(wait_for 20 systemctl is-active --quiet dnsmasq) ||
+        why "dnsmasq is $(systemctl is-active dnsmasq), expected active"
+    grep -qx "server=/consul/$LINK_ADDR#$AGENT_DNS_PORT" /etc/dnsmasq.d/consul.conf ||
+        why "/etc/dnsmasq.d/consul.conf has no line server=/consul/$LINK_ADDR#$AGENT_DNS_PORT"
+    { echo "--- /etc/dnsmasq.d/consul.conf"; cat /etc/dnsmasq.d/consul.conf; } >>"$STEP_LOG"
+    # The agent itself first: a failure here is the stand-in's, not dnsmasq's.
+    echo "\$ dig @$LINK_ADDR -p $AGENT_DNS_PORT $QNAME +short" >>"$STEP_LOG"
+    dig_short "$LINK_ADDR" "$AGENT_DNS_PORT" >>"$STEP_LOG" || true
     expect_forwarded "$LINK_ADDR"
     expect_forwarded 127.0.0.1
     # What a name outside the consul domain gets. The VM's resolv.conf names
@@ -180,27 +301,81 @@ step_dnsmasq_answers() {
     echo "$other" >"$RUN_DIR/other-name-status"
 }
 
+# A container using the link address as its DNS server resolves the consul
+# domain through dnsmasq (the chain every container on the host uses).
+step_container_dns() {
+    local out rc=0
+    echo "\$ docker run --rm --dns $LINK_ADDR $BUSYBOX_IMAGE nslookup $QNAME" >>"$STEP_LOG"
+    out=$(timeout 60 docker run --rm --dns "$LINK_ADDR" "$BUSYBOX_IMAGE" nslookup "$QNAME" 2>&1) || rc=$?
+    echo "$out" >>"$STEP_LOG"
+    echo "  exit status: $rc" >>"$STEP_LOG"
+    echo "$out" >"$RUN_DIR/container-dns.out"
+    [ "$rc" -eq 0 ] || why "nslookup $QNAME in a container with --dns $LINK_ADDR exited $rc: $(echo "$out" | tail -n 3 | tr '\n' ' ')"
+    echo "$out" | sed -n '/^Name:/,$p' | grep -Eq "^Address:?[[:space:]]+$ANSWER\$" ||
+        why "nslookup $QNAME in a container did not answer $ANSWER: $(echo "$out" | tr '\n' ' ')"
+}
+
+# A login shell gets CONSUL_HTTP_ADDR from /etc/environment (pam_env).
+step_login_env() {
+    grep -qx "CONSUL_HTTP_ADDR=$LINK_ADDR:8500" /etc/environment ||
+        why "/etc/environment has no line CONSUL_HTTP_ADDR=$LINK_ADDR:8500"
+    { echo "--- /etc/environment"; cat /etc/environment; } >>"$STEP_LOG"
+    local out
+    # Without it in this service's own environment, so that only the login
+    # (pam_env reading /etc/environment) can put it there.
+    echo "\$ env -u CONSUL_HTTP_ADDR su -l root -c 'echo \$CONSUL_HTTP_ADDR'" >>"$STEP_LOG"
+    out=$(env -u CONSUL_HTTP_ADDR su -l root -c 'printf "%s\n" "${CONSUL_HTTP_ADDR-<unset>}"' 2>&1) || true
+    echo "$out" >>"$STEP_LOG"
+    [ "$out" = "$LINK_ADDR:8500" ] || why "a login shell sees CONSUL_HTTP_ADDR='$out', expected $LINK_ADDR:8500"
+    out=$(env -u CONSUL_HTTP_ADDR bash -c 'printf "%s\n" "${CONSUL_HTTP_ADDR-<unset>}"' 2>&1) || true
+    echo "# a non-login shell of this unit: CONSUL_HTTP_ADDR=$out" >>"$STEP_LOG"
+}
+
+# After the reboot, before nodeprep runs again (cloud-init's runcmd is
+# per-instance: it does not run again): networkd made dummy0 from nodeprep's
+# files, dnsmasq runs, dockerd brought both containers back (restart policy
+# always), and the audit is clean.
 step_reboot_persists() {
     local t
+    [ ! -e "$NP_LOCK" ] || why "$NP_LOCK exists: a nodeprep apply already ran in this boot"
+    local lines
+    lines=$(cloud_apply_lines)
+    [ "$lines" = "$(cat "$STATE/cloud-apply-lines" 2>/dev/null)" ] ||
+        why "$CLOUD_OUTPUT has $lines apply lines, $(cat "$STATE/cloud-apply-lines" 2>/dev/null) at the end of boot 1: cloud-init ran nodeprep again"
     # networkd may still be configuring the link when this unit starts.
     t=$(wait_for 30 dummy0_has_addr) ||
         why "after the reboot dummy0 lacks $LINK_ADDR/32 (waited 30s): $(ip -br addr show dev dummy0 2>&1)"
     log "dummy0 had $LINK_ADDR/32 after waiting ${t}s"
     run ip -d addr show dev dummy0
     ip -d link show dev dummy0 | grep -qw dummy || why "dummy0 is not a dummy link after the reboot"
-    # Made by systemd-networkd from nodeprep's files (nodeprep has not run
-    # in this boot): networkd reports the link as configured.
     networkctl status dummy0 --no-pager >>"$STEP_LOG" 2>&1 || true
     t=$(wait_for 20 sh -c 'networkctl list --no-legend dummy0 | grep -qw configured') ||
         why "networkctl does not show dummy0 as configured: $(networkctl list --no-legend 2>&1 | tr -s ' ' | paste -sd';')"
     t=$(wait_for 20 systemctl is-active --quiet dnsmasq) ||
         why "dnsmasq is $(systemctl is-active dnsmasq) after the reboot"
-    np check "${ONLY[@]}"
+    t=$(wait_for 60 containers_running) ||
+        why "the containers are not both running 60s into the scenario: $(container_state "$CONSUL"); $(container_state "$REGISTRATOR")"
+    log "both containers running after waiting ${t}s"
+    container_identity >"$RUN_DIR/containers.boot2"
+    { echo "--- containers at the end of boot 1"; cat "$STATE/containers.phase1"; echo "--- now"; cat "$RUN_DIR/containers.boot2"; } >>"$STEP_LOG"
+    # Started again in this boot (by dockerd), same containers.
+    local c
+    for c in "$CONSUL" "$REGISTRATOR"; do
+        [ "$(field_of "$STATE/containers.phase1" "$c" id)" = "$(field_of "$RUN_DIR/containers.boot2" "$c" id)" ] ||
+            why "container $c is not the one of boot 1 (recreated?)"
+        [ "$(field_of "$STATE/containers.phase1" "$c" started)" != "$(field_of "$RUN_DIR/containers.boot2" "$c" started)" ] ||
+            why "container $c has the StartedAt of boot 1: it was not started again in this boot"
+    done
+    np_until 60 0 --format json check
+    cp "$NP_OUT" "$RUN_DIR/check2.json"
+    echo "exit $NP_RC after ${NP_WAITED}s and $NP_TRIES tries" >"$RUN_DIR/check2.waited"
     expect_rc 0
+    expect_all_ok "$NP_OUT"
 }
 
 step_apply_after_reboot_noop() {
-    np --format json apply "${ONLY[@]}"
+    container_identity >"$RUN_DIR/containers.before"
+    np --format json apply
     expect_rc 0
     expect_json "$NP_OUT" 'd["summary"]["changed"]' 0
     expect_json "$NP_OUT" 'd["summary"]["failed"]' 0
@@ -208,6 +383,42 @@ step_apply_after_reboot_noop() {
     if ! diff -u "$STATE/snap.phase1" "$RUN_DIR/snap.after-reboot" >>"$STEP_LOG"; then
         why "files changed between the end of boot 1 and the apply after the reboot (diff above)"
     fi
+    container_identity >"$RUN_DIR/containers.after"
+    if ! diff -u "$RUN_DIR/containers.before" "$RUN_DIR/containers.after" >>"$STEP_LOG"; then
+        why "a no-op apply after the reboot restarted a container (diff above)"
+    fi
+}
+
+# Three kinds of drift at once: the link deleted, registrator stopped, the
+# dnsmasq file edited. check names exactly those three; apply repairs them.
+step_drift_detected_and_repaired() {
+    dnsmasq_identity >"$RUN_DIR/dnsmasq.before-drift"
+    run ip link del dummy0
+    run docker stop "$REGISTRATOR"
+    echo "\$ echo '# an operator's edit' >>/etc/dnsmasq.d/consul.conf" >>"$STEP_LOG"
+    echo "# an operator's edit (nodeprep VM test)" >>/etc/dnsmasq.d/consul.conf
+    np --format json check --no-probes
+    cp "$NP_OUT" "$RUN_DIR/drift.json"
+    expect_rc 2
+    expect_json "$NP_OUT" 'd["summary"]["failed"]' 0
+    expect_json "$NP_OUT" "$DRIFTED" "dnsmasq,link,registrator"
+    np --format json apply
+    cp "$NP_OUT" "$RUN_DIR/repair.json"
+    expect_json "$NP_OUT" 'd["summary"]["failed"]' 0
+    expect_json "$NP_OUT" '",".join(sorted(r["id"] for r in d["resources"] if r["status"] == "changed"))' "dnsmasq,link,registrator"
+    expect_rc 0
+    dummy0_has_addr || why "dummy0 lacks $LINK_ADDR/32 right after apply"
+    ! grep -q "operator's edit" /etc/dnsmasq.d/consul.conf || why "apply left the edited line in /etc/dnsmasq.d/consul.conf"
+    [ "$(dnsmasq_identity)" != "$(cat "$RUN_DIR/dnsmasq.before-drift")" ] ||
+        why "apply rewrote /etc/dnsmasq.d/consul.conf but did not restart dnsmasq"
+    run docker inspect -f '{{.State.Status}}' "$REGISTRATOR"
+    # The consul stand-in comes back on its own once dummy0 is back (or was
+    # never gone: its sockets stay bound to the address): poll.
+    np_until 60 0 --format json check
+    cp "$NP_OUT" "$RUN_DIR/after-repair.json"
+    echo "exit $NP_RC after ${NP_WAITED}s and $NP_TRIES tries" >"$RUN_DIR/after-repair.waited"
+    expect_rc 0
+    expect_all_ok "$NP_OUT"
 }
 
 # Drift repaired while systemd-networkd runs (it does not in boot 1): the
@@ -217,10 +428,10 @@ step_apply_after_reboot_noop() {
 step_repair_with_networkd_active() {
     run ip addr del "$LINK_ADDR/32" dev dummy0
     run rm /etc/systemd/network/10-dummy0.network
-    np check "${ONLY[@]}"
+    np --format json check --no-probes
     expect_rc 2
-    np --format json apply "${ONLY[@]}"
-    cp "$NP_OUT" "$RUN_DIR/repair.json"
+    expect_json "$NP_OUT" "$DRIFTED" "link,networkd"
+    np --format json apply
     expect_rc 0
     expect_json "$NP_OUT" 'd["summary"]["failed"]' 0
     expect_json "$NP_OUT" '[r["status"] for r in d["resources"] if r["id"] == "link"]' "['changed']"
@@ -234,37 +445,39 @@ step_repair_with_networkd_active() {
     sleep 2
     run ip -d addr show dev dummy0
     dummy0_has_addr || why "dummy0 lost $LINK_ADDR/32 after networkd reloaded"
-    np check "${ONLY[@]}"
+    np_until 60 0 --format json check
     expect_rc 0
+    expect_all_ok "$NP_OUT"
 }
 
 # ------------------------------------------------------------- phases ----
 
 phase1() {
-    note "boot 1: scenario starts at uptime $(uptime_s)s; kernel $(uname -r); $(systemctl --version | head -n 1); $(dnsmasq --version | head -n 1)"
-    cloud-init status --long 2>&1 | note_lines "boot 1 cloud-init"
-    note "boot 1: docker is-active=$(systemctl is-active docker); docker0: $(ip -br addr show dev docker0 2>&1 | tr -s ' ')"
-    [ ! -e /etc/nodeprep/nodeprep.toml ] || note "unexpected: /etc/nodeprep/nodeprep.toml exists"
-    note_host_state "boot 1 before apply"
-    note_boot_journal "boot 1 before apply"
+    note "boot 1: scenario starts at uptime $(uptime_s)s; kernel $(uname -r); $(systemctl --version | head -n 1); $(dnsmasq --version | head -n 1); docker $(docker version -f '{{.Server.Version}} (API {{.Server.APIVersion}})' 2>&1)"
+    note "boot 1: cloud-final.service started at uptime $(awk -v a="$(unit_prop cloud-final ExecMainStartTimestampMonotonic)" 'BEGIN { printf "%.1f", a / 1e6 }')s, ended at $(awk -v a="$(unit_prop cloud-final ExecMainExitTimestampMonotonic)" 'BEGIN { printf "%.1f", a / 1e6 }')s; docker started at $(awk -v a="$(unit_prop docker ExecMainStartTimestampMonotonic)" 'BEGIN { printf "%.1f", a / 1e6 }')s"
+    # What nodeprep printed under cloud-init (runcmd).
+    sed -n '/^Loaded image\|^apply: \|^check: \|^ok \|^changed \|^drift \|^failed \|^skipped \|nodeprep/p' "$CLOUD_OUTPUT" 2>&1 |
+        note_lines "boot 1 cloud-init-output"
+    grep -E 'WARNING|ERROR|Traceback' /var/log/cloud-init.log 2>&1 | cut -c1-300 | note_lines "boot 1 cloud-init.log warnings"
+    note_host_state "boot 1 after cloud-init"
 
-    run_step apply-fresh step_apply_fresh
-    if [ -s "$RUN_DIR/apply1.json" ]; then
-        json "$RUN_DIR/apply1.json" '"\n".join("%s %s: %s" % (r["id"], r["status"], r.get("detail", "")) for r in d["resources"])' 2>&1 |
-            note_lines "first apply"
-    fi
-    note "first apply: dnsmasq before $(cat "$RUN_DIR/dnsmasq.before-apply" 2>/dev/null), after $(dnsmasq_identity)"
-    note_host_state "boot 1 after first apply"
-    note "boot 1 after first apply: systemd-networkd-wait-online is-enabled=$(systemctl is-enabled systemd-networkd-wait-online 2>&1); systemd-networkd.socket is-enabled=$(systemctl is-enabled systemd-networkd.socket 2>&1)"
-
+    run_step cloud-init-done step_cloud_init_done
+    note_lines "boot 1 cloud-init status --long" <"$RUN_DIR/cloud-init-status" 2>/dev/null || true
+    run_step check-all-ok step_check_all_ok
+    note "boot 1: check-all-ok: polling nodeprep check ended with $(cat "$RUN_DIR/check1.waited" 2>/dev/null)"
+    note_report "boot 1 check" "$RUN_DIR/check1.json"
     run_step apply-second-noop step_apply_second_noop
-    run_step check-clean step_check_clean
-    run_step dnsmasq-answers step_dnsmasq_answers
+    run_step dnsmasq-chain step_dnsmasq_chain
     note "boot 1: a name outside the consul domain from dnsmasq on 127.0.0.1 (no upstream configured): $(cat "$RUN_DIR/other-name-status" 2>/dev/null)"
+    run_step container-dns step_container_dns
+    run_step login-env step_login_env
+
+    note_host_state "boot 1 end"
     note_boot_journal "boot 1 end"
+    note_container_logs "boot 1 end"
     snapshot >"$STATE/snap.phase1"
-    # Every resource, the containers included (read-only: nothing pulled).
-    timeout "$NP_TIMEOUT" /usr/local/bin/nodeprep check 2>&1 | note_lines "boot 1 end: nodeprep check (all resources)"
+    container_identity >"$STATE/containers.phase1"
+    cloud_apply_lines >"$STATE/cloud-apply-lines"
 }
 
 phase2() {
@@ -272,26 +485,30 @@ phase2() {
     cloud-init status --long 2>&1 | note_lines "boot 2 cloud-init"
     note_host_state "boot 2 before nodeprep"
     networkctl list --no-legend 2>&1 | note_lines "boot 2 networkctl"
-    # nodeprep enabled systemd-networkd, and with it (Also=)
-    # systemd-networkd-wait-online: on a host whose only networkd link is
-    # dummy0 (RequiredForOnline=no), how long did network-online.target wait?
+    # nodeprep enabled systemd-networkd and keeps its wait-online service
+    # disabled: how long did the boot wait for network-online.target?
     local wo_start wo_end
     wo_start=$(unit_prop systemd-networkd-wait-online ExecMainStartTimestampMonotonic)
     wo_end=$(unit_prop systemd-networkd-wait-online ExecMainExitTimestampMonotonic)
-    note "boot 2: systemd-networkd-wait-online is-enabled=$(systemctl is-enabled systemd-networkd-wait-online 2>&1) result=$(unit_prop systemd-networkd-wait-online Result), ran $(awk -v a="${wo_start:-0}" -v b="${wo_end:-0}" 'BEGIN { printf "%.1f", (b - a) / 1e6 }')s (uptime $(awk -v a="${wo_start:-0}" 'BEGIN { printf "%.1f", a / 1e6 }')s to $(awk -v b="${wo_end:-0}" 'BEGIN { printf "%.1f", b / 1e6 }')s); dnsmasq started at uptime $(awk -v a="$(unit_prop dnsmasq ExecMainStartTimestampMonotonic)" 'BEGIN { printf "%.1f", a / 1e6 }')s, docker at $(awk -v a="$(unit_prop docker ExecMainStartTimestampMonotonic)" 'BEGIN { printf "%.1f", a / 1e6 }')s"
-    journalctl -b -u systemd-networkd-wait-online -o short-monotonic --no-pager 2>&1 | note_lines "boot 2 wait-online journal"
-    journalctl -b -u systemd-networkd -o short-monotonic --no-pager 2>&1 | note_lines "boot 2 networkd journal"
+    note "boot 2: systemd-networkd-wait-online is-enabled=$(systemctl is-enabled systemd-networkd-wait-online 2>&1) active=$(systemctl is-active systemd-networkd-wait-online 2>&1) result=$(unit_prop systemd-networkd-wait-online Result), ran $(awk -v a="${wo_start:-0}" -v b="${wo_end:-0}" 'BEGIN { printf "%.1f", (b - a) / 1e6 }')s; network-online.target reached at uptime $(awk -v a="$(unit_prop network-online.target ActiveEnterTimestampMonotonic)" 'BEGIN { printf "%.1f", a / 1e6 }')s; dnsmasq started at $(awk -v a="$(unit_prop dnsmasq ExecMainStartTimestampMonotonic)" 'BEGIN { printf "%.1f", a / 1e6 }')s, docker at $(awk -v a="$(unit_prop docker ExecMainStartTimestampMonotonic)" 'BEGIN { printf "%.1f", a / 1e6 }')s, cloud-final ended at $(awk -v a="$(unit_prop cloud-final ExecMainExitTimestampMonotonic)" 'BEGIN { printf "%.1f", a / 1e6 }')s"
+    journalctl -b -u systemd-networkd -o short-monotonic --no-pager 2>&1 | grep -i 'dummy0' | note_lines "boot 2 networkd journal"
 
     run_step reboot-persists step_reboot_persists
-    run_step dnsmasq-after-reboot step_dnsmasq_answers
+    note "boot 2: reboot-persists: polling nodeprep check ended with $(cat "$RUN_DIR/check2.waited" 2>/dev/null)"
+    note_report "boot 2 check" "$RUN_DIR/check2.json"
+    note "boot 2: containers at the end of boot 1: $(paste -sd';' "$STATE/containers.phase1" 2>/dev/null)"
+    note "boot 2: containers after the reboot: $(paste -sd';' "$RUN_DIR/containers.boot2" 2>/dev/null)"
+    note "boot 2: restarts since boot 1 (0: dockerd started each container once at boot and it stayed up): consul $(field_of "$RUN_DIR/containers.boot2" "$CONSUL" restarts), registrator $(field_of "$RUN_DIR/containers.boot2" "$REGISTRATOR" restarts); dummy0 configured by networkd at $(journalctl -b -u systemd-networkd -o short-monotonic --no-pager 2>/dev/null | grep -m1 'dummy0: Link UP' | cut -d']' -f1 | tr -d '[ ')s, docker started at $(awk -v a="$(unit_prop docker ExecMainStartTimestampMonotonic)" 'BEGIN { printf "%.1f", a / 1e6 }')s"
+    run_step dnsmasq-after-reboot step_dnsmasq_chain
     run_step apply-after-reboot-noop step_apply_after_reboot_noop
+    run_step drift-detected-and-repaired step_drift_detected_and_repaired
+    note_report "drift check" "$RUN_DIR/drift.json"
+    note_report "repair apply" "$RUN_DIR/repair.json"
+    note "boot 2: after the repair, polling nodeprep check ended with $(cat "$RUN_DIR/after-repair.waited" 2>/dev/null)"
     run_step repair-with-networkd-active step_repair_with_networkd_active
-    if [ -s "$RUN_DIR/repair.json" ]; then
-        json "$RUN_DIR/repair.json" '"\n".join("%s %s: %s" % (r["id"], r["status"], r.get("detail", "")) for r in d["resources"])' 2>&1 |
-            note_lines "repair apply"
-    fi
     note_host_state "boot 2 end"
     note_boot_journal "boot 2 end"
+    note_container_logs "boot 2 end"
 }
 
 mkdir -p "$STATE"
@@ -307,9 +524,7 @@ case $phase in
         echo 2 >"$STATE/phase"
         sync
         echo "NODEPREP-REBOOTING uptime=$(uptime_s)"
-        # What `systemctl reboot` does, minus its call to logind: the minbase
-        # root has no D-Bus, and `systemctl reboot` prints "Failed to
-        # connect to bus" there (it reboots all the same).
+        # What `systemctl reboot` does, minus its call to logind.
         systemctl start reboot.target --job-mode=replace-irreversibly --no-block
         ;;
     2)
