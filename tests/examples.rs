@@ -19,6 +19,15 @@ fn have(tool: &str) -> bool {
         .is_ok_and(|o| o.status.success())
 }
 
+/// A tool's stdout and stderr together, for assertions and messages.
+fn combined(out: &std::process::Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
 fn validate_toml(text: &str, origin: &str) {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("nodeprep.toml");
@@ -57,11 +66,7 @@ fn cloud_init_examples_pass_cloud_init_schema() {
             .arg(&file)
             .output()
             .unwrap();
-        let text = format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
+        let text = combined(&out);
         assert!(
             out.status.success() && text.contains("Valid cloud-config"),
             "{}: {text}",
@@ -125,11 +130,7 @@ fn vagrantfile_passes_vagrant_validate_and_its_configs_validate() {
         .current_dir(repo())
         .output()
         .unwrap();
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let text = combined(&out);
     assert!(
         out.status.success() && text.contains("validated successfully"),
         "{text}"
