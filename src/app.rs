@@ -1,23 +1,21 @@
 //! One run of nodeprep: from parsed command line to exit code.
 
 use std::path::{Path, PathBuf};
-
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use anyhow::{anyhow, Context};
 
 use crate::cli::{Cli, Command, ConfigCommand, Format, Selection};
 use crate::config::{self, Config};
-use crate::engine::{self, Mode};
+use crate::engine::{self, Ensure, Host, Mode, RunSpec};
 use crate::exit::{Exit, Fatal, OrExit};
 use crate::facts;
 use crate::output::{self, Verbosity};
 use crate::probes;
-use crate::report::{ConsulReport, Report};
-use crate::resources::Ctx;
+use crate::report::{ConsulReport, Report, Status};
 use crate::sys::{consul, lock};
 
-/// Where live applies serialize; re-based under `--root` like managed files.
+/// Where live applies and removes serialize (a tmpfs: never in an image).
 const LOCK_PATH: &str = "/run/nodeprep.lock";
 
 pub fn run(cli: Cli) -> Result<Exit, Fatal> {
@@ -32,47 +30,67 @@ pub fn run(cli: Cli) -> Result<Exit, Fatal> {
         format: cli.format,
         verbosity,
     };
+    let present = |mode, with_diff| RunSpec {
+        mode,
+        ensure: Ensure::Present,
+        with_diff,
+        purge_data: false,
+    };
     match cli.command {
         Command::Apply(a) => {
             let mode = if a.dry_run { Mode::DryRun } else { Mode::Apply };
-            // Probes prove a converged chain; a dry run converged nothing.
-            let probes = !a.no_probes && !a.dry_run;
             converge(
                 &global,
                 "apply",
                 &a.selection,
                 Run {
-                    mode,
-                    with_diff: a.diff,
-                    probes,
+                    spec: present(mode, a.diff),
+                    // Probes prove a converged chain; a dry run converged
+                    // nothing.
+                    probes: !a.no_probes && !a.dry_run,
                     report_consul: false,
                 },
             )
         }
-        Command::Check(c) => {
-            let run = Run {
-                mode: Mode::Check,
-                with_diff: false,
+        Command::Check(c) => converge(
+            &global,
+            "check",
+            &c.selection,
+            Run {
+                spec: present(Mode::Check, false),
                 probes: !c.no_probes,
                 report_consul: c.report_consul,
-            };
-            converge(&global, "check", &c.selection, run)
-        }
+            },
+        ),
         Command::Plan(sel) => converge(
             &global,
             "plan",
             &sel,
             Run {
-                mode: Mode::DryRun,
-                with_diff: true,
+                spec: present(Mode::DryRun, true),
+                probes: false,
+                report_consul: false,
+            },
+        ),
+        Command::Remove(r) => converge(
+            &global,
+            "remove",
+            &r.selection,
+            Run {
+                spec: RunSpec {
+                    mode: if r.dry_run { Mode::DryRun } else { Mode::Apply },
+                    ensure: Ensure::Absent,
+                    with_diff: r.diff,
+                    purge_data: r.purge_data,
+                },
                 probes: false,
                 report_consul: false,
             },
         ),
         Command::Facts => {
             let (cfg, source) = Config::load(global.config.as_deref()).or_exit(Exit::Config)?;
-            let ctx = Ctx::new(cfg, None, nix::unistd::geteuid().is_root());
-            output::facts(&facts::gather(&ctx, &source), global.format).or_exit(Exit::Failed)?;
+            let host = Host::new(cfg, None, nix::unistd::geteuid().is_root(), Duration::ZERO);
+            output::facts(&facts::gather(&host, &source), global.format).or_exit(Exit::Failed)?;
             Ok(Exit::Ok)
         }
         Command::Config(ConfigCommand::Default) => {
@@ -100,15 +118,14 @@ struct Global {
 }
 
 struct Run {
-    mode: Mode,
-    with_diff: bool,
+    spec: RunSpec,
     probes: bool,
     report_consul: bool,
 }
 
 fn converge(g: &Global, command: &'static str, sel: &Selection, run: Run) -> Result<Exit, Fatal> {
     let started = SystemTime::now();
-    let mode = run.mode;
+    let mode = run.spec.mode;
     // Everything that can be refused is refused before the first change:
     // the configuration (78), the command line (64), privileges (77).
     let (cfg, source) = Config::load(g.config.as_deref()).or_exit(Exit::Config)?;
@@ -130,35 +147,38 @@ fn converge(g: &Global, command: &'static str, sel: &Selection, run: Run) -> Res
     if mode == Mode::Apply && g.root.is_none() && !as_root {
         return Err(Fatal::new(
             Exit::NoPerm,
-            anyhow!("apply changes the live host and must run as root (or use --root DIR for an offline tree)"),
+            anyhow!("{command} changes the live host and must run as root (or use --root DIR for an offline tree)"),
         ));
     }
     if g.verbosity == Verbosity::Verbose {
         eprintln!("nodeprep: configuration: {source}");
     }
-    let mut ctx = Ctx::new(cfg, g.root.clone(), as_root);
-    if mode == Mode::Apply {
-        // On a fresh host dockerd may still be starting; an audit never waits.
-        ctx.docker_wait = std::time::Duration::from_secs(ctx.cfg.docker.wait_secs.0);
-    }
-    let _lock = match mode {
-        Mode::Apply => {
-            Some(lock::acquire(&ctx.host_path(Path::new(LOCK_PATH))).or_exit(Exit::Failed)?)
-        }
-        Mode::Check | Mode::DryRun => None,
+    // On a fresh host dockerd may still be starting; an audit never waits.
+    let docker_wait = match mode {
+        Mode::Apply => Duration::from_secs(cfg.docker.wait_secs.0),
+        Mode::Check | Mode::DryRun => Duration::ZERO,
     };
-    let resources = engine::run(&ctx, &sel.resources(), mode, run.with_diff);
+    let _lock = match (mode, &g.root) {
+        (Mode::Apply, None) => Some(lock::acquire(Path::new(LOCK_PATH)).or_exit(Exit::Failed)?),
+        // An offline tree is locked as a whole (the directory itself), so
+        // the lock leaves nothing behind in an image.
+        (Mode::Apply, Some(root)) => Some(lock::acquire_dir(root).or_exit(Exit::Failed)?),
+        (Mode::Check | Mode::DryRun, _) => None,
+    };
+    let host = Host::new(cfg, g.root.clone(), as_root, docker_wait);
+    let outcome = engine::run(&host, &sel.resources(), run.spec);
     let probes = if run.probes {
-        probes::run(&ctx, &sel.probes())
+        probes::run(&host, &sel.probes())
     } else {
         Vec::new()
     };
-    let mut report = Report::new(command, started, resources, probes);
+    let mut report = Report::new(command, started, outcome.resources, probes);
+    report.notes = outcome.notes;
     let mut exit = exit_code(&report, mode);
     if run.report_consul {
         // A failure to report is its own error, never a silent skip; it is
         // part of the one report document, not a second one.
-        let outcome = report_to_consul(&ctx, &report);
+        let outcome = report_to_consul(&host, &report);
         if let Err(e) = &outcome {
             eprintln!("nodeprep: {e:#}");
             exit = Exit::Failed;
@@ -184,15 +204,11 @@ fn exit_code(report: &Report, mode: Mode) -> Exit {
     }
 }
 
-fn report_to_consul(ctx: &Ctx, report: &Report) -> anyhow::Result<&'static str> {
-    let base = format!(
-        "http://{}:{}",
-        ctx.cfg.link.address.ip(),
-        ctx.cfg.consul.http_port.0
-    );
+fn report_to_consul(host: &Host, report: &Report) -> anyhow::Result<&'static str> {
+    let base = probes::agent_url(&host.cfg, "");
     let agent = consul::Agent::new(
         base.clone(),
-        std::time::Duration::from_millis(ctx.cfg.probes.timeout_ms),
+        Duration::from_millis(host.cfg.probes.timeout_ms),
     );
     let s = &report.summary;
     let status = if s.failed > 0 {
@@ -204,16 +220,13 @@ fn report_to_consul(ctx: &Ctx, report: &Report) -> anyhow::Result<&'static str> 
     };
     let mut output = report.summary_line();
     for r in report.resources.iter().chain(&report.probes) {
-        if matches!(
-            r.status,
-            crate::report::Status::Drift | crate::report::Status::Failed
-        ) {
+        if matches!(r.status, Status::Drift | Status::Failed) {
             output.push_str(&format!("\n{} {}: {}", r.status.as_str(), r.id, r.detail));
         }
     }
     let ctx_msg = || format!("cannot report to the Consul agent at {base}");
     agent
-        .ensure_check(ctx.cfg.report.ttl_secs)
+        .ensure_check(host.cfg.report.ttl_secs)
         .with_context(ctx_msg)?;
     agent.update(status, &output).with_context(ctx_msg)?;
     Ok(status.as_str())

@@ -1,11 +1,13 @@
 //! The command line. clap types stay here; `app` turns them into a run.
 
 use std::path::PathBuf;
+use std::sync::LazyLock;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
-use crate::probes::ProbeId;
-use crate::resources::ResourceId;
+use crate::engine::Entry;
+use crate::probes::{self, Probe};
+use crate::resources;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -56,6 +58,8 @@ pub enum Command {
     Check(CheckArgs),
     /// Show what apply would change, with diffs (apply --dry-run --diff)
     Plan(Selection),
+    /// Undo what apply set up, in reverse order, touching only what nodeprep manages
+    Remove(RemoveArgs),
     /// Print what nodeprep detects about this host
     Facts,
     /// Print the commented default configuration, or validate a file
@@ -69,6 +73,7 @@ impl Command {
             Command::Apply(_) => "apply",
             Command::Check(_) => "check",
             Command::Plan(_) => "plan",
+            Command::Remove(_) => "remove",
             Command::Facts => "facts",
             Command::Config(_) => "config",
         }
@@ -88,6 +93,24 @@ pub struct ApplyArgs {
     /// Do not run the live probes after converging
     #[arg(long)]
     pub no_probes: bool,
+
+    #[command(flatten)]
+    pub selection: Selection,
+}
+
+#[derive(Debug, Args)]
+pub struct RemoveArgs {
+    /// Change nothing; report what would be removed (exit 2 if anything would)
+    #[arg(long)]
+    pub dry_run: bool,
+
+    /// Print unified diffs of file changes
+    #[arg(long)]
+    pub diff: bool,
+
+    /// Also delete the Consul agent's data dir (kept by default)
+    #[arg(long)]
+    pub purge_data: bool,
 
     #[command(flatten)]
     pub selection: Selection,
@@ -119,26 +142,26 @@ pub struct Selection {
     pub skip: Vec<Target>,
 }
 
-/// A resource or probe id, as `--only` and `--skip` take them. `registrator`
-/// names both the container resource and its health probe.
+/// A resource or probe id, as `--only` and `--skip` take them, from the
+/// resource and probe tables. `registrator` names both the container
+/// resource and its health probe.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Target(&'static str);
 
+/// Every id, resources first, each once.
+static TARGETS: LazyLock<Vec<Target>> = LazyLock::new(|| {
+    let mut ids: Vec<&'static str> = resources::TABLE.iter().map(|e| e.id).collect();
+    for p in &probes::TABLE {
+        if !ids.contains(&p.id) {
+            ids.push(p.id);
+        }
+    }
+    ids.into_iter().map(Target).collect()
+});
+
 impl ValueEnum for Target {
     fn value_variants<'a>() -> &'a [Self] {
-        const ALL: [Target; 10] = [
-            Target("link"),
-            Target("networkd"),
-            Target("dnsmasq"),
-            Target("consul-config"),
-            Target("environment"),
-            Target("consul"),
-            Target("registrator"),
-            Target("consul-http"),
-            Target("consul-dns"),
-            Target("consul-exposure"),
-        ];
-        &ALL
+        TARGETS.as_slice()
     }
 
     fn to_possible_value(&self) -> Option<clap::builder::PossibleValue> {
@@ -152,18 +175,18 @@ impl Selection {
             && !self.skip.iter().any(|t| t.0 == name)
     }
 
-    /// The selected resources, always in converge order.
-    pub fn resources(&self) -> Vec<ResourceId> {
-        ResourceId::ALL
-            .into_iter()
-            .filter(|id| self.selected(id.as_str()))
+    /// The selected resources, always in table (converge) order.
+    pub fn resources(&self) -> Vec<&'static Entry> {
+        resources::TABLE
+            .iter()
+            .filter(|e| self.selected(e.id))
             .collect()
     }
 
-    pub fn probes(&self) -> Vec<ProbeId> {
-        ProbeId::ALL
-            .into_iter()
-            .filter(|id| self.selected(id.as_str()))
+    pub fn probes(&self) -> Vec<&'static Probe> {
+        probes::TABLE
+            .iter()
+            .filter(|p| self.selected(p.id))
             .collect()
     }
 }
@@ -203,17 +226,39 @@ mod tests {
         let Command::Apply(a) = cli.command else {
             panic!()
         };
-        assert_eq!(a.selection.resources(), vec![ResourceId::Environment]);
+        let ids = |s: &Selection| s.resources().iter().map(|e| e.id).collect::<Vec<_>>();
+        assert_eq!(ids(&a.selection), ["environment"]);
         assert!(a.selection.probes().is_empty());
         let cli =
             Cli::try_parse_from(["nodeprep", "check", "--skip", "consul-dns,registrator"]).unwrap();
         let Command::Check(c) = cli.command else {
             panic!()
         };
-        assert_eq!(
-            c.selection.probes(),
-            vec![ProbeId::ConsulHttp, ProbeId::ConsulExposure]
-        );
-        assert!(!c.selection.resources().contains(&ResourceId::Registrator));
+        let probes: Vec<&str> = c.selection.probes().iter().map(|p| p.id).collect();
+        assert_eq!(probes, ["consul-http", "consul-exposure"]);
+        assert!(!ids(&c.selection).contains(&"registrator"));
+    }
+
+    #[test]
+    fn every_table_id_is_accepted_and_listed_in_help() {
+        let help = Cli::command()
+            .find_subcommand_mut("apply")
+            .unwrap()
+            .render_long_help()
+            .to_string();
+        let ids = resources::TABLE
+            .iter()
+            .map(|e| e.id)
+            .chain(probes::TABLE.iter().map(|p| p.id));
+        for id in ids {
+            for cmd in ["apply", "check", "plan", "remove"] {
+                Cli::try_parse_from(["nodeprep", cmd, "--only", id])
+                    .unwrap_or_else(|e| panic!("{cmd} --only {id}: {e}"));
+            }
+            assert!(
+                help.contains(id),
+                "{id} missing from `apply --help`:\n{help}"
+            );
+        }
     }
 }

@@ -46,6 +46,44 @@ pub fn merge(existing: &[u8], vars: &BTreeMap<String, String>) -> Vec<u8> {
     out
 }
 
+/// Takes nodeprep's variables out of `existing`: every line that assigns a
+/// managed key the managed value goes. Where `original` (the file as it was
+/// before nodeprep first changed it) assigned that key itself, its lines for
+/// the key come back in place of the first removed one. Every other byte is
+/// kept.
+pub fn unmerge(
+    existing: &[u8],
+    vars: &BTreeMap<String, String>,
+    original: Option<&[u8]>,
+) -> Vec<u8> {
+    let mut out = Vec::with_capacity(existing.len());
+    let mut restored: Vec<&str> = Vec::new();
+    for line in existing.split_inclusive(|&b| b == b'\n') {
+        let managed = assigned_key(line)
+            .and_then(|k| vars.get_key_value(k))
+            .filter(|(_, v)| assigned_value(line).as_deref() == Some(v.as_bytes()));
+        let Some((key, _)) = managed else {
+            out.extend_from_slice(line);
+            continue;
+        };
+        if restored.contains(&key.as_str()) {
+            continue;
+        }
+        restored.push(key);
+        for old in original
+            .unwrap_or_default()
+            .split_inclusive(|&b| b == b'\n')
+            .filter(|l| assigned_key(l) == Some(key.as_str()))
+        {
+            if !out.is_empty() && !out.ends_with(b"\n") {
+                out.push(b'\n');
+            }
+            out.extend_from_slice(old);
+        }
+    }
+    out
+}
+
 /// One `KEY=value` line. Values are validated by the config (no quotes,
 /// backslashes, '$' or control characters), so double quotes are only needed
 /// to keep spaces.
@@ -231,6 +269,52 @@ mod tests {
             assert_eq!(&got, expected, "case: {name} (bytes)");
             // Idempotent: merging the result again changes nothing.
             assert_eq!(merge(&got, &vars(vs)), got, "case: {name} (second merge)");
+        }
+    }
+
+    #[test]
+    fn unmerge_takes_out_only_the_managed_lines() {
+        let v = vars(HTTP);
+        /// (name, existing file, original, expected file)
+        type Unmerge<'a> = (&'a str, &'a [u8], Option<&'a [u8]>, &'a [u8]);
+        let cases: &[Unmerge] = &[
+            (
+                "managed line removed, the rest kept",
+                b"A=1\nCONSUL_HTTP_ADDR=169.254.1.1:8500\nB=2\n",
+                None,
+                b"A=1\nB=2\n",
+            ),
+            (
+                "someone else's value for the key stays",
+                b"CONSUL_HTTP_ADDR=127.0.0.1:8500\n",
+                None,
+                b"CONSUL_HTTP_ADDR=127.0.0.1:8500\n",
+            ),
+            (
+                "the original's lines for the key come back in place",
+                b"A=1\nCONSUL_HTTP_ADDR=169.254.1.1:8500\nB=2\n",
+                Some(b"A=1\nCONSUL_HTTP_ADDR=old\nB=2\nCONSUL_HTTP_ADDR=older\n"),
+                b"A=1\nCONSUL_HTTP_ADDR=old\nCONSUL_HTTP_ADDR=older\nB=2\n",
+            ),
+            (
+                "an original without the key adds nothing",
+                b"CONSUL_HTTP_ADDR=169.254.1.1:8500\n",
+                Some(b"X=1\n"),
+                b"",
+            ),
+        ];
+        for (name, input, original, expected) in cases {
+            let got = unmerge(input, &v, *original);
+            assert_eq!(
+                String::from_utf8_lossy(&got),
+                String::from_utf8_lossy(expected),
+                "case: {name}"
+            );
+        }
+        // merge then unmerge gives the file back for files that end in a
+        // newline and did not assign the key.
+        for input in [&b""[..], b"PATH=/bin\n# c\n", b"\xff odd\r\n"] {
+            assert_eq!(unmerge(&merge(input, &v), &v, Some(input)), input);
         }
     }
 }

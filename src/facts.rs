@@ -4,9 +4,8 @@ use std::path::Path;
 
 use serde::Serialize;
 
-use crate::config::{BindAddr, Config, Source};
-use crate::resources::consul_config::auto_bind_addr;
-use crate::resources::Ctx;
+use crate::config::{Config, Source};
+use crate::engine::Host;
 use crate::sys::systemd::Systemd;
 
 #[derive(Debug, Serialize)]
@@ -32,19 +31,18 @@ pub struct Facts {
     pub docker_engine: String,
 }
 
-pub fn gather(ctx: &Ctx, source: &Source) -> Facts {
-    let cfg: &Config = &ctx.cfg;
-    let route = ctx.netlink().and_then(|nl| nl.default_route());
+/// What the host's facts say, for `nodeprep facts`: the same facts (and
+/// the same bind address) resources and probes use.
+pub fn gather(host: &Host, source: &Source) -> Facts {
+    let cfg: &Config = &host.cfg;
+    let route = host.facts.netlink().and_then(|nl| nl.default_route());
     let (ifname, addr) = match &route {
         Ok(Some(r)) => (Some(r.ifname.clone()), r.address.map(|a| a.to_string())),
         _ => (None, None),
     };
-    let bind_addr = match cfg.consul.bind_addr {
-        BindAddr::Addr(ip) => format!("{ip} (configured)"),
-        BindAddr::Auto => match auto_bind_addr(ctx) {
-            Ok((ip, ifname)) => format!("{ip} (auto: default route via {ifname})"),
-            Err(e) => format!("unresolved: {e:#}"),
-        },
+    let bind_addr = match host.facts.bind_addr() {
+        Ok(b) => format!("{} ({})", b.ip, b.how),
+        Err(e) => format!("unresolved: {e:#}"),
     };
     let systemd = Systemd::detect();
     let active = |unit: &str| systemd.and_then(|s| s.is_active(unit).ok());
@@ -64,7 +62,7 @@ pub fn gather(ctx: &Ctx, source: &Source) -> Facts {
         systemd_resolved_active: active("systemd-resolved.service"),
         kernel_dummy_support: kernel_has_dummy(),
         docker_socket: cfg.docker.socket.as_path().display().to_string(),
-        docker_engine: match ctx.docker().and_then(|d| d.engine_version()) {
+        docker_engine: match host.facts.docker().and_then(|d| d.engine_version()) {
             Ok(v) => v,
             Err(e) => format!("unreachable: {e:#}"),
         },

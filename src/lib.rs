@@ -1,8 +1,9 @@
 //! nodeprep: converge and audit a Docker host for Consul service discovery
 //! using the dummy-interface layout.
 //!
-//! Flow: `cli` -> `app` (validate, lock) -> `engine` (per resource: observe and
-//! diff in `resources`, execute through `sys`) -> `report` -> `output`.
+//! Flow: `cli` -> `app` (validate, lock) -> `engine` (plan every resource of
+//! `resources` against the host's facts, then execute the plan through `sys`)
+//! -> `report` -> `output`. ARCHITECTURE.md has the whole picture.
 
 pub mod app;
 pub mod cli;
@@ -12,10 +13,10 @@ pub mod envfile;
 pub mod exit;
 pub mod facts;
 pub mod output;
-pub mod plan;
 pub mod probes;
 pub mod progress;
 pub mod render;
 pub mod report;
 pub mod resources;
+pub mod state;
 pub mod sys;

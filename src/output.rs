@@ -53,6 +53,9 @@ pub fn human(r: &Report, verbosity: Verbosity, colour: bool) -> String {
             }
         }
     }
+    for note in &r.notes {
+        let _ = writeln!(out, "note: {note}");
+    }
     let s = &r.summary;
     if verbosity != Verbosity::Quiet || s.failed + s.drift > 0 {
         let _ = writeln!(out, "{}", r.summary_line());
@@ -188,6 +191,7 @@ mod tests {
             id,
             status,
             detail: detail.into(),
+            actions: Vec::new(),
             diff: None,
         };
         let mut rep = Report::new(

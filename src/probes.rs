@@ -8,41 +8,42 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpStream, UdpSocket};
 use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context, Result};
-use clap::ValueEnum;
 use hickory_proto::op::{Message, MessageType, OpCode, Query, ResponseCode};
 use hickory_proto::rr::{Name, RData, RecordType};
 
-use crate::config::BindAddr;
+use crate::config::Config;
+use crate::engine::Host;
 use crate::report::{ResourceReport, Status};
-use crate::resources::{consul_config, Ctx};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, ValueEnum)]
-pub enum ProbeId {
-    ConsulHttp,
-    ConsulDns,
-    Registrator,
-    ConsulExposure,
+/// One live probe: an id (shown in reports, taken by `--only`/`--skip`)
+/// and the check itself.
+pub struct Probe {
+    pub id: &'static str,
+    check: fn(&Host) -> Result<Finding>,
 }
 
-impl ProbeId {
-    pub const ALL: [ProbeId; 4] = [
-        ProbeId::ConsulHttp,
-        ProbeId::ConsulDns,
-        ProbeId::Registrator,
-        ProbeId::ConsulExposure,
-    ];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            ProbeId::ConsulHttp => "consul-http",
-            ProbeId::ConsulDns => "consul-dns",
-            // Same name as the resource: the probe is about the running
-            // container's health, the resource about its spec.
-            ProbeId::Registrator => "registrator",
-            ProbeId::ConsulExposure => "consul-exposure",
-        }
-    }
-}
+/// Every probe, in report order. The CLI's ids come from here and from the
+/// resource table.
+pub static TABLE: [Probe; 4] = [
+    Probe {
+        id: "consul-http",
+        check: consul_http,
+    },
+    Probe {
+        id: "consul-dns",
+        check: consul_dns,
+    },
+    // Same name as the resource: the probe is about the running
+    // container's health, the resource about its spec.
+    Probe {
+        id: "registrator",
+        check: registrator,
+    },
+    Probe {
+        id: "consul-exposure",
+        check: consul_exposure,
+    },
+];
 
 /// What a probe found: fine, or a problem with the host (drift).
 enum Finding {
@@ -50,50 +51,40 @@ enum Finding {
     Problem(String),
 }
 
-pub fn run(ctx: &Ctx, ids: &[ProbeId]) -> Vec<ResourceReport> {
-    ids.iter()
-        .map(|&id| {
-            let (status, detail) = if ctx.offline() {
+pub fn run(host: &Host, probes: &[&Probe]) -> Vec<ResourceReport> {
+    probes
+        .iter()
+        .map(|p| {
+            let (status, detail) = if host.offline() {
                 (
                     Status::Skipped,
                     "live probes not run under --root".to_string(),
                 )
             } else {
-                match probe(ctx, id) {
+                match (p.check)(host) {
                     Ok(Finding::Ok(d)) => (Status::Ok, d),
                     Ok(Finding::Problem(d)) => (Status::Drift, d),
                     Err(e) => (Status::Failed, format!("{e:#}")),
                 }
             };
             ResourceReport {
-                id: id.as_str(),
+                id: p.id,
                 status,
                 detail,
+                actions: Vec::new(),
                 diff: None,
             }
         })
         .collect()
 }
 
-fn probe(ctx: &Ctx, id: ProbeId) -> Result<Finding> {
-    match id {
-        ProbeId::ConsulHttp => consul_http(ctx),
-        ProbeId::ConsulDns => consul_dns(ctx),
-        ProbeId::Registrator => registrator(ctx),
-        ProbeId::ConsulExposure => consul_exposure(ctx),
-    }
+fn timeout(host: &Host) -> Duration {
+    Duration::from_millis(host.cfg.probes.timeout_ms)
 }
 
-fn timeout(ctx: &Ctx) -> Duration {
-    Duration::from_millis(ctx.cfg.probes.timeout_ms)
-}
-
-fn agent_url(ctx: &Ctx, path: &str) -> String {
-    format!(
-        "http://{}:{}{path}",
-        ctx.cfg.link.address.ip(),
-        ctx.cfg.consul.http_port.0
-    )
+/// A URL of the agent's HTTP API (`http://[v6]:port/...` for IPv6).
+pub fn agent_url(cfg: &Config, path: &str) -> String {
+    format!("http://{}{path}", cfg.agent_http())
 }
 
 /// A ureq agent that never waits longer than the probe timeout in total.
@@ -121,16 +112,16 @@ pub fn get_json(agent: &ureq::Agent, url: &str) -> Result<serde_json::Value> {
     serde_json::from_str(&body).with_context(|| format!("GET {url}: not JSON"))
 }
 
-fn consul_http(ctx: &Ctx) -> Result<Finding> {
-    let agent = http(timeout(ctx));
+fn consul_http(host: &Host) -> Result<Finding> {
+    let agent = http(timeout(host));
     let check = || -> Result<String> {
-        let me = get_json(&agent, &agent_url(ctx, "/v1/agent/self"))?;
+        let me = get_json(&agent, &agent_url(&host.cfg, "/v1/agent/self"))?;
         let node = me["Config"]["NodeName"].as_str().unwrap_or("?").to_string();
         let dc = me["Config"]["Datacenter"]
             .as_str()
             .unwrap_or("?")
             .to_string();
-        let leader = get_json(&agent, &agent_url(ctx, "/v1/status/leader"))?;
+        let leader = get_json(&agent, &agent_url(&host.cfg, "/v1/status/leader"))?;
         let leader = leader.as_str().unwrap_or_default().to_string();
         if leader.is_empty() {
             bail!("node {node}, datacenter {dc}: the agent answers but the cluster has no leader");
@@ -145,15 +136,15 @@ fn consul_http(ctx: &Ctx) -> Result<Finding> {
     })
 }
 
-fn consul_dns(ctx: &Ctx) -> Result<Finding> {
-    let name = format!("consul.service.{}.", ctx.cfg.consul.domain.0);
+fn consul_dns(host: &Host) -> Result<Finding> {
+    let name = format!("consul.service.{}.", host.cfg.consul.domain.0);
     let mut parts = Vec::new();
     let mut problems = Vec::new();
     // Through dnsmasq on both addresses it listens on: the link address for
     // containers, loopback for the host.
-    for server in [ctx.cfg.link.address.ip(), Ipv4Addr::LOCALHOST] {
-        let addr = SocketAddr::new(IpAddr::V4(server), 53);
-        match query_a(addr, &name, timeout(ctx)) {
+    for server in [host.cfg.link.address.ip(), IpAddr::V4(Ipv4Addr::LOCALHOST)] {
+        let addr = SocketAddr::new(server, 53);
+        match query_a(addr, &name, timeout(host)) {
             Ok(ips) if !ips.is_empty() => {
                 let ips: Vec<String> = ips.iter().map(|i| i.to_string()).collect();
                 parts.push(format!("{addr} -> {}", ips.join(" ")));
@@ -178,7 +169,12 @@ pub fn query_a(server: SocketAddr, name: &str, timeout: Duration) -> Result<Vec<
         RecordType::A,
     ));
     let bytes = msg.to_vec().context("encoding the DNS query")?;
-    let sock = UdpSocket::bind("0.0.0.0:0").context("opening a UDP socket")?;
+    let any: SocketAddr = if server.is_ipv6() {
+        "[::]:0".parse().expect("literal")
+    } else {
+        "0.0.0.0:0".parse().expect("literal")
+    };
+    let sock = UdpSocket::bind(any).context("opening a UDP socket")?;
     sock.set_read_timeout(Some(timeout))?;
     sock.connect(server)
         .with_context(|| format!("connecting to {server}"))?;
@@ -222,9 +218,9 @@ fn rand_id() -> u16 {
     (t.subsec_nanos() ^ std::process::id()) as u16
 }
 
-fn registrator(ctx: &Ctx) -> Result<Finding> {
-    let name = &ctx.cfg.registrator.container.0;
-    let Some(c) = ctx.docker()?.inspect(name)? else {
+fn registrator(host: &Host) -> Result<Finding> {
+    let name = &host.cfg.registrator.container.0;
+    let Some(c) = host.facts.docker()?.inspect(name)? else {
         return Ok(Finding::Problem(format!("container {name} does not exist")));
     };
     // Docker backs off between restarts of a crashing container (100 ms,
@@ -245,13 +241,10 @@ fn registrator(ctx: &Ctx) -> Result<Finding> {
     })
 }
 
-fn consul_exposure(ctx: &Ctx) -> Result<Finding> {
-    let bind = match ctx.cfg.consul.bind_addr {
-        BindAddr::Addr(ip) => ip,
-        BindAddr::Auto => consul_config::auto_bind_addr(ctx)?.0,
-    };
-    let addr = SocketAddr::new(IpAddr::V4(bind), ctx.cfg.consul.http_port.0);
-    Ok(match TcpStream::connect_timeout(&addr, timeout(ctx)) {
+fn consul_exposure(host: &Host) -> Result<Finding> {
+    let bind = host.facts.bind_addr()?.ip;
+    let addr = SocketAddr::new(bind, host.cfg.consul.http_port.0);
+    Ok(match TcpStream::connect_timeout(&addr, timeout(host)) {
         Ok(_) => Finding::Problem(format!(
             "the Consul HTTP API is exposed on {addr}, the host's routable address: keep client_addr on loopback and the link address"
         )),

@@ -2,7 +2,7 @@
 //! Golden-text tests below pin each file's exact content.
 
 use std::collections::BTreeMap;
-use std::net::Ipv4Addr;
+use std::net::IpAddr;
 use std::path::Path;
 
 use askama::Template;
@@ -29,8 +29,8 @@ struct Network<'a> {
 struct DnsmasqConf<'a> {
     domain: &'a str,
     consul_dns: String,
-    listen: &'a [Ipv4Addr],
-    link_ip: Ipv4Addr,
+    listen: &'a [IpAddr],
+    link_ip: IpAddr,
     resolv_file: Option<String>,
 }
 
@@ -93,6 +93,7 @@ pub fn dnsmasq(cfg: &Config, resolv_file: Option<&Path>) -> String {
     finish(
         DnsmasqConf {
             domain: &cfg.consul.domain.0,
+            // dnsmasq's syntax is ADDRESS#PORT for both families (no brackets).
             consul_dns: format!("{}#{}", cfg.link.address.ip(), cfg.consul.dns_port.0),
             listen: &cfg.dnsmasq.listen,
             link_ip: cfg.link.address.ip(),
@@ -103,7 +104,7 @@ pub fn dnsmasq(cfg: &Config, resolv_file: Option<&Path>) -> String {
 }
 
 /// `interfaces.json` for the Consul agent, with bind_addr already resolved.
-pub fn consul_interfaces(cfg: &Config, bind_addr: Ipv4Addr) -> String {
+pub fn consul_interfaces(cfg: &Config, bind_addr: IpAddr) -> String {
     let doc = Interfaces {
         client_addr: cfg.consul.client_addr.to_string(),
         bind_addr: bind_addr.to_string(),
@@ -159,15 +160,18 @@ pub fn consul_agent(cfg: &Config) -> (String, Option<String>) {
     (s, c.encrypt.as_ref().map(|k| k.expose().to_string()))
 }
 
-/// `/etc/environment` with the managed variables merged into `existing`.
-pub fn environment(cfg: &Config, existing: &[u8]) -> Vec<u8> {
-    let vars: BTreeMap<String, String> = cfg
-        .environment
+/// The managed variables of `/etc/environment`, by name.
+pub fn environment_vars(cfg: &Config) -> BTreeMap<String, String> {
+    cfg.environment
         .vars
         .iter()
         .map(|(k, v)| (k.0.clone(), v.0.clone()))
-        .collect();
-    envfile::merge(existing, &vars)
+        .collect()
+}
+
+/// `/etc/environment` with the managed variables merged into `existing`.
+pub fn environment(cfg: &Config, existing: &[u8]) -> Vec<u8> {
+    envfile::merge(existing, &environment_vars(cfg))
 }
 
 #[cfg(test)]
@@ -264,7 +268,7 @@ mod tests {
     #[test]
     fn consul_interfaces_golden() {
         assert_eq!(
-            consul_interfaces(&Config::default(), Ipv4Addr::new(10, 0, 0, 5)),
+            consul_interfaces(&Config::default(), IpAddr::from([10, 0, 0, 5])),
             "{\n  \"client_addr\": \"127.0.0.1 169.254.1.1\",\n  \"bind_addr\": \"10.0.0.5\",\n  \"ports\": {\n    \"http\": 8500,\n    \"dns\": 8600\n  }\n}\n"
         );
     }

@@ -34,6 +34,10 @@ pub struct ResourceReport {
     pub id: &'static str,
     pub status: Status,
     pub detail: String,
+    /// The actions planned (check, dry runs) or carried out (apply, remove),
+    /// in order: the same text for a plan and the apply that follows it.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub actions: Vec<String>,
     /// Unified diffs of the file changes, with `--diff`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub diff: Option<String>,
@@ -63,6 +67,9 @@ pub struct Report {
     pub summary: Summary,
     pub resources: Vec<ResourceReport>,
     pub probes: Vec<ResourceReport>,
+    /// Remarks about the run itself (nodeprep's state record).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub notes: Vec<String>,
     /// With `--report-consul`: what was sent to the agent, or why not.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub consul_report: Option<ConsulReport>,
@@ -121,6 +128,7 @@ impl Report {
             summary,
             resources,
             probes,
+            notes: Vec::new(),
             consul_report: None,
         }
     }

@@ -18,14 +18,14 @@ const MANAGED: &[(&str, &str)] = &[
 
 fn converged() -> TestEnv {
     let env = TestEnv::new();
-    env.run(&["--format", "json", "apply"]).expect_code(0);
+    env.converge(&[]).expect_code(0);
     env
 }
 
 #[test]
 fn first_apply_changes_everything_second_changes_nothing() {
     let env = TestEnv::new();
-    let first = env.run(&["--format", "json", "apply"]);
+    let first = env.converge(&[]);
     first.expect_code(0);
     assert_eq!(
         first.statuses(),
@@ -79,7 +79,7 @@ fn first_apply_changes_everything_second_changes_nothing() {
 
     let before = env.snapshot();
     std::thread::sleep(std::time::Duration::from_millis(20));
-    let second = env.run(&["--format", "json", "apply"]);
+    let second = env.converge(&[]);
     second.expect_code(0);
     assert_eq!(second.json()["summary"]["changed"], 0);
     let managed_only = |snap: Vec<(std::path::PathBuf, i128, Vec<u8>)>| {
@@ -147,8 +147,8 @@ fn each_perturbation_is_drift_of_exactly_its_resource() {
             .map(|(id, _)| id)
             .collect();
         assert_eq!(drifted, vec![resource.to_string()], "{}", check.stdout);
-        // apply repairs it, and check is clean again
-        let apply = env.run(&["--format", "json", "apply"]);
+        // apply repairs it (doing what plan said), and check is clean again
+        let apply = env.converge(&[]);
         apply.expect_code(0);
         assert_eq!(apply.json()["summary"]["changed"], 1, "{}", apply.stdout);
         env.run(&["check"]).expect_code(0);
@@ -321,22 +321,23 @@ fn live_apply_as_non_root_exits_77_and_changes_nothing() {
 #[test]
 fn a_second_apply_is_refused_while_the_lock_is_held() {
     use nix::fcntl::{Flock, FlockArg};
-    use std::io::Write;
     let env = TestEnv::new();
-    let lock_path = env.path("/run/nodeprep.lock");
-    std::fs::create_dir_all(lock_path.parent().unwrap()).unwrap();
-    let file = std::fs::File::create(&lock_path).unwrap();
-    let mut held = Flock::lock(file, FlockArg::LockExclusiveNonblock)
+    // Under --root the tree itself is the lock: nothing is written into an
+    // image for the lock's sake.
+    let dir = std::fs::File::open(env.root()).unwrap();
+    let held = Flock::lock(dir, FlockArg::LockExclusiveNonblock)
         .map_err(|(_, e)| e)
         .unwrap();
-    writeln!(held, "{}", std::process::id()).unwrap();
-    let run = env.run(&["apply"]);
-    run.expect_code(1);
-    assert!(
-        run.stderr.contains(&format!("pid {}", std::process::id())),
-        "{}",
-        run.stderr
-    );
+    for args in [&["apply"][..], &["remove"]] {
+        let run = env.run(args);
+        run.expect_code(1);
+        // The holder comes from the kernel's lock table.
+        assert!(
+            run.stderr.contains(&format!("pid {}", std::process::id())),
+            "{}",
+            run.stderr
+        );
+    }
     assert!(
         !env.path("/etc").exists(),
         "apply changed files without the lock"
@@ -345,6 +346,10 @@ fn a_second_apply_is_refused_while_the_lock_is_held() {
     env.run(&["check"]).expect_code(2);
     drop(held);
     env.run(&["apply"]).expect_code(0);
+    assert!(
+        !env.path("/run").exists(),
+        "the lock left a file in the tree"
+    );
 }
 
 #[test]
@@ -519,4 +524,154 @@ fn facts_reports_what_nodeprep_detects() {
         "{}",
         human.stdout
     );
+}
+
+/// A tree as an image builder might hand it over: foreign lines in
+/// /etc/environment (one of them an old CONSUL_HTTP_ADDR, no newline at the
+/// end), a hand-written dnsmasq drop-in of another mode and owner, and a
+/// foreign file in the agent's config dir.
+fn foreign_tree(env: &TestEnv) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::create_dir_all(env.path("/etc/dnsmasq.d")).unwrap();
+    std::fs::create_dir_all(env.path("/etc/consul.d")).unwrap();
+    std::fs::set_permissions(
+        env.path("/etc/consul.d"),
+        std::fs::Permissions::from_mode(0o750),
+    )
+    .unwrap();
+    std::fs::write(
+        env.path("/etc/environment"),
+        b"# from the image\r\nPATH=\"/usr/local/bin:/usr/bin\"\nCONSUL_HTTP_ADDR=127.0.0.1:8500\nLANG=C.UTF-8",
+    )
+    .unwrap();
+    let conf = env.path("/etc/dnsmasq.d/consul.conf");
+    std::fs::write(&conf, "# hand-written\nserver=/consul/10.0.0.1#8600\n").unwrap();
+    std::fs::set_permissions(&conf, std::fs::Permissions::from_mode(0o600)).unwrap();
+    if nix::unistd::geteuid().is_root() {
+        std::os::unix::fs::chown(&conf, Some(1000), Some(1000)).unwrap();
+    }
+    std::fs::write(
+        env.path("/etc/consul.d/other.json"),
+        "{\"log_level\": \"warn\"}\n",
+    )
+    .unwrap();
+}
+
+#[test]
+fn apply_then_remove_gives_back_the_tree_it_started_from() {
+    for (name, prepare) in [
+        ("empty root", (|_: &TestEnv| {}) as fn(&TestEnv)),
+        ("foreign files", foreign_tree),
+    ] {
+        let env = TestEnv::new();
+        prepare(&env);
+        let before = common::tree(&env.root());
+        env.converge(&[]).expect_code(0);
+        assert_ne!(
+            common::tree(&env.root()),
+            before,
+            "{name}: apply changed nothing"
+        );
+        // Converged: a second remove has nothing left to do.
+        let removed = env.remove(&[]);
+        removed.expect_code(0);
+        assert!(
+            removed.json()["summary"]["changed"].as_u64().unwrap() >= 4,
+            "{name}: {}",
+            removed.stdout
+        );
+        assert_eq!(
+            common::tree(&env.root()),
+            before,
+            "{name}: the tree after apply and remove differs from the tree before apply"
+        );
+        let again = env.run(&["--format", "json", "remove", "--dry-run"]);
+        again.expect_code(0);
+        // And apply converges it again as the first time.
+        env.converge(&[]).expect_code(0);
+        env.run(&["check"]).expect_code(0);
+    }
+}
+
+#[test]
+fn remove_keeps_what_others_changed_and_says_where() {
+    let env = converged();
+    let conf = env.path("/etc/dnsmasq.d/consul.conf");
+    std::fs::write(&conf, "# an operator's edit\n").unwrap();
+    // apply puts nodeprep's file back, keeping the edit.
+    let apply = env.converge(&[]);
+    let detail = apply.json()["resources"][2]["detail"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(detail.contains("edited copy kept"), "{detail}");
+    let kept = env.path("/var/lib/nodeprep/edited/etc/dnsmasq.d/consul.conf");
+    assert_eq!(
+        std::fs::read_to_string(&kept).unwrap(),
+        "# an operator's edit\n"
+    );
+    // An edit made after the last apply is kept by remove too.
+    std::fs::write(&conf, "# a later edit\n").unwrap();
+    let removed = env.remove(&[]);
+    removed.expect_code(0);
+    assert!(!conf.exists());
+    assert_eq!(std::fs::read_to_string(&kept).unwrap(), "# a later edit\n");
+    let notes = removed.json()["notes"].to_string();
+    assert!(notes.contains("/var/lib/nodeprep"), "{}", removed.stdout);
+    assert!(!env.path("/var/lib/nodeprep/state.json").exists());
+}
+
+#[test]
+fn a_missing_or_corrupt_record_never_stops_apply_and_the_report_says_so() {
+    let env = converged();
+    let record = env.path("/var/lib/nodeprep/state.json");
+    std::fs::write(&record, "{ not json").unwrap();
+    std::fs::write(env.path("/etc/dnsmasq.d/consul.conf"), "drifted\n").unwrap();
+    let apply = env.converge(&[]);
+    apply.expect_code(0);
+    assert!(
+        apply.json()["notes"]
+            .to_string()
+            .contains("state record is unreadable"),
+        "{}",
+        apply.stdout
+    );
+    env.run(&["check"]).expect_code(0);
+    // With the record gone altogether, remove still takes away the files
+    // that hold exactly what nodeprep writes.
+    std::fs::remove_file(&record).unwrap();
+    let removed = env.remove(&[]);
+    removed.expect_code(0);
+    assert!(!env.path("/etc/systemd/network/10-dummy0.netdev").exists());
+    assert!(!env.path("/etc/consul.d/interfaces.json").exists());
+    let env_file = std::fs::read_to_string(env.path("/etc/environment")).unwrap_or_default();
+    assert!(!env_file.contains("CONSUL_HTTP_ADDR"), "{env_file}");
+}
+
+#[test]
+fn remove_dry_run_and_selection_change_only_what_they_say() {
+    let env = converged();
+    let before = common::tree(&env.root());
+    let dry = env.run(&["--format", "json", "remove", "--dry-run"]);
+    dry.expect_code(2);
+    assert_eq!(
+        common::tree(&env.root()),
+        before,
+        "remove --dry-run changed the tree"
+    );
+    let only = env.remove(&["--only", "environment"]);
+    only.expect_code(0);
+    assert_eq!(
+        only.statuses(),
+        [("environment".to_string(), "changed".to_string())]
+    );
+    assert!(env.path("/etc/dnsmasq.d/consul.conf").exists());
+    let check = env.run(&["--format", "json", "check", "--no-probes"]);
+    check.expect_code(2);
+    // A tree nodeprep never touched: nothing to remove, nothing changes.
+    let fresh = TestEnv::new();
+    let r = fresh.remove(&[]);
+    r.expect_code(0);
+    assert_eq!(r.json()["summary"]["changed"], 0);
+    assert!(common::tree(&fresh.root()).is_empty());
 }

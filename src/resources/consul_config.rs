@@ -1,94 +1,134 @@
-//! `consul-config`: `interfaces.json` in the agent's config dir, with
-//! client_addr and an always-explicit bind_addr.
+//! `consul-config`: `interfaces.json` (client_addr and an always-explicit
+//! bind_addr) and `agent.json` (role, datacenter, joins, gossip key) in the
+//! agent's config dir; the operator's other files there are left alone.
 
-use std::net::Ipv4Addr;
+use anyhow::{anyhow, Result};
 
-use anyhow::{bail, Result};
-
-use crate::config::{BindAddr, Role};
-use crate::plan::{diff_file, FileSpec, Plan};
+use crate::config::{Config, Role};
+use crate::engine::host::BindChoice;
+use crate::engine::{Ensure, Host, Plan, Resource, Want};
 use crate::render;
-use crate::resources::Ctx;
-use crate::sys::files;
+use crate::resources::files::{self, DirsSeen, FileSeen, FileSpec};
 
 pub const INTERFACES_FILE: &str = "interfaces.json";
-/// Cluster settings (role, datacenter, joins, gossip key), beside
-/// interfaces.json; the operator's other files in the dir are left alone.
 pub const AGENT_FILE: &str = "agent.json";
 
-pub fn plan(ctx: &Ctx) -> Result<Plan> {
-    let (bind_addr, how) = match ctx.cfg.consul.bind_addr {
-        BindAddr::Addr(ip) => (ip, "configured".to_string()),
-        // An offline tree is usually an image for other hosts: the building
-        // host's address would be wrong on every one of them.
-        BindAddr::Auto if ctx.offline() => {
-            return Ok(Plan::skipped(
-                "consul.bind_addr = \"auto\" is resolved on the live host; set an address to write this file under --root",
-            ))
-        }
-        BindAddr::Auto => {
-            let (ip, ifname) = auto_bind_addr(ctx)?;
-            (ip, format!("auto: default route via {ifname}"))
-        }
-    };
-    let dir = ctx.cfg.consul.config_dir.as_path();
-    let (agent, secret) = render::consul_agent(&ctx.cfg);
-    // A file holding the gossip key is 0640, readable by the image's consul
-    // group (the agent runs as it), and redacted from every diff.
-    let agent_spec = match secret {
-        Some(secret) => FileSpec {
-            mode: 0o640,
-            owner: ctx.as_root.then_some((0, ctx.cfg.consul.gid)),
-            secret: Some(secret),
-        },
-        None => ctx.file_spec(),
-    };
-    let files = [
-        (
-            INTERFACES_FILE,
-            render::consul_interfaces(&ctx.cfg, bind_addr),
-            ctx.file_spec(),
-        ),
-        (AGENT_FILE, agent, agent_spec),
-    ];
-    let mut actions = Vec::new();
-    for (name, content, spec) in files {
-        let path = ctx.host_path(&dir.join(name));
-        let observed = files::observe(&path)?;
-        actions.extend(diff_file(
-            path,
-            content.into_bytes(),
-            spec,
-            observed.as_ref(),
-        ));
-    }
-    let cluster = &ctx.cfg.consul.cluster;
-    Ok(Plan {
-        actions,
-        state: format!(
-            "bind_addr {bind_addr} ({how}), client_addr {}, {} in datacenter {}",
-            ctx.cfg.consul.client_addr,
-            if cluster.role == Role::Server {
-                "server"
-            } else {
-                "client"
-            },
-            cluster.datacenter.0
-        ),
-        ..Plan::default()
-    })
+pub struct ConsulConfig;
+
+pub struct Seen {
+    interfaces: FileSeen,
+    agent: FileSeen,
+    dirs: DirsSeen,
+    /// The bind address, or why it cannot be chosen.
+    bind: Result<BindChoice, String>,
+    offline: bool,
 }
 
-/// The primary IPv4 address of the interface holding the default route.
-pub fn auto_bind_addr(ctx: &Ctx) -> Result<(Ipv4Addr, String)> {
-    let Some(route) = ctx.netlink()?.default_route()? else {
-        bail!("no IPv4 default route, so consul.bind_addr = \"auto\" has nothing to choose: set consul.bind_addr to this host's address in the config");
-    };
-    let Some(ip) = route.address else {
-        bail!(
-            "the default route's interface {} has no IPv4 address: set consul.bind_addr in the config",
-            route.ifname
-        );
-    };
-    Ok((ip, route.ifname))
+impl Resource for ConsulConfig {
+    const ID: &'static str = "consul-config";
+    const DEPENDS_ON: &'static [&'static str] = &[];
+    type Observed = Seen;
+
+    fn observe(host: &Host, ensure: Ensure) -> Result<Seen> {
+        let dir = host.cfg.consul.config_dir.as_path();
+        let (interfaces, agent) = (dir.join(INTERFACES_FILE), dir.join(AGENT_FILE));
+        Ok(Seen {
+            interfaces: files::observe(host, &interfaces, ensure)?,
+            agent: files::observe(host, &agent, ensure)?,
+            dirs: match ensure {
+                Ensure::Absent => files::observe_dirs(host, &[&interfaces, &agent])?,
+                Ensure::Present => DirsSeen::default(),
+            },
+            bind: host
+                .facts
+                .bind_addr()
+                .cloned()
+                .map_err(|e| format!("{e:#}")),
+            offline: host.offline(),
+        })
+    }
+
+    fn diff(want: &Want, seen: &Seen) -> Result<Plan> {
+        let cfg = want.cfg;
+        let (agent, secret) = render::consul_agent(cfg);
+        let agent_spec = agent_spec(want, secret.clone());
+        match want.ensure {
+            Ensure::Present => {
+                let bind = match &seen.bind {
+                    Ok(b) => b,
+                    // An offline tree is usually an image for other hosts:
+                    // the building host's address would be wrong there.
+                    Err(e) if seen.offline => return Ok(Plan::skipped(e.clone())),
+                    Err(e) => return Err(anyhow!("{e}")),
+                };
+                let mut plan = Plan {
+                    state: state(cfg, bind),
+                    ..Plan::default()
+                };
+                plan.actions.extend(files::present(
+                    &seen.interfaces,
+                    render::consul_interfaces(cfg, bind.ip).into_bytes(),
+                    FileSpec::plain(want),
+                ));
+                plan.actions
+                    .extend(files::present(&seen.agent, agent.into_bytes(), agent_spec));
+                Ok(plan)
+            }
+            Ensure::Absent => {
+                let interfaces = seen
+                    .bind
+                    .as_ref()
+                    .ok()
+                    .map(|b| render::consul_interfaces(cfg, b.ip));
+                let mut plan = Plan {
+                    state: cfg.consul.config_dir.as_path().display().to_string(),
+                    ..Plan::default()
+                };
+                for undo in [
+                    files::absent(
+                        &seen.interfaces,
+                        interfaces.as_deref().map(str::as_bytes),
+                        None,
+                    ),
+                    files::absent(&seen.agent, Some(agent.as_bytes()), secret),
+                ] {
+                    plan.actions.extend(undo.action);
+                    plan.notes.extend(undo.note);
+                    plan.forget.extend(undo.forget);
+                }
+                let rmdirs = files::rmdirs(want, &seen.dirs, &plan.actions);
+                plan.actions.extend(rmdirs);
+                Ok(plan)
+            }
+        }
+    }
+}
+
+/// A file holding the gossip key is 0640, readable by the image's consul
+/// group (the agent runs as it), and redacted from every diff.
+fn agent_spec(want: &Want, secret: Option<String>) -> FileSpec {
+    match secret {
+        Some(secret) => FileSpec {
+            mode: 0o640,
+            owner: want.as_root.then_some((0, want.cfg.consul.gid)),
+            secret: Some(secret),
+        },
+        None => FileSpec::plain(want),
+    }
+}
+
+fn state(cfg: &Config, bind: &BindChoice) -> String {
+    let cluster = &cfg.consul.cluster;
+    format!(
+        "bind_addr {} ({}), client_addr {}, {} in datacenter {}",
+        bind.ip,
+        bind.how,
+        cfg.consul.client_addr,
+        if cluster.role == Role::Server {
+            "server"
+        } else {
+            "client"
+        },
+        cluster.datacenter.0
+    )
 }

@@ -6,15 +6,14 @@
 //! untouched. A container of that name that nodeprep did not create is never
 //! removed unless the config says so (`replace_unmanaged`).
 
-use std::net::Ipv4Addr;
+use std::net::IpAddr;
 
-use anyhow::{bail, Result};
+use anyhow::{anyhow, bail, Result};
 
-use crate::config::{BindAddr, Config};
-use crate::plan::{Action, Plan};
-use crate::resources::{consul_config, Ctx, ResourceId};
+use crate::config::Config;
+use crate::engine::{Action, ContainerOp, Ensure, FileOp, Host, HostPath, Plan, Resource, Want};
+use crate::resources::files;
 use crate::sys::docker::{ContainerSpec, ContainerState};
-use crate::sys::files;
 
 /// Where the official image's entrypoint looks for config and data.
 const CONSUL_CONFIG_MOUNT: &str = "/consul/config";
@@ -59,14 +58,11 @@ pub fn consul_spec(cfg: &Config) -> ContainerSpec {
 /// `-ip` makes services register under the host's address (without it
 /// registrator uses whatever the host name resolves to, often 127.0.1.1);
 /// registrator stops parsing options at the URI, so the URI comes last.
-pub fn registrator_spec(cfg: &Config, bind_addr: Ipv4Addr) -> ContainerSpec {
+pub fn registrator_spec(cfg: &Config, bind_addr: IpAddr) -> ContainerSpec {
     let mut cmd = vec!["-ip".to_string(), bind_addr.to_string()];
     cmd.extend(cfg.registrator.args.iter().map(|a| a.0.clone()));
-    cmd.push(format!(
-        "consul://{}:{}",
-        cfg.link.address.ip(),
-        cfg.consul.http_port.0
-    ));
+    // `[v6]:port` for IPv6, as the URI needs.
+    cmd.push(format!("consul://{}", cfg.agent_http()));
     ContainerSpec {
         image: cfg.registrator.image.0.clone(),
         cmd,
@@ -80,73 +76,195 @@ pub fn registrator_spec(cfg: &Config, bind_addr: Ipv4Addr) -> ContainerSpec {
     }
 }
 
-pub fn plan_consul(ctx: &Ctx) -> Result<Plan> {
-    if ctx.offline() {
-        return Ok(Plan::skipped("containers not managed under --root"));
-    }
-    let cfg = &ctx.cfg;
-    let docker = ctx.docker()?;
-    let spec = consul_spec(cfg);
-    let name = &cfg.consul.container.0;
-    let observed = docker.inspect(name)?;
-    let image_present =
-        !needs_create(observed.as_ref(), &spec) || docker.image_exists(&spec.image)?;
-    let restart_for_config = ctx.was_changed(ResourceId::ConsulConfig);
-    let mut plan = diff(
-        name,
-        &spec,
-        observed.as_ref(),
-        image_present,
-        cfg.consul.replace_unmanaged,
-        "consul.replace_unmanaged",
-        restart_for_config,
-    )?;
-    // The agent runs as the image's consul user and must own its data dir.
-    let data_dir = cfg.consul.data_dir.as_path();
-    let owner = ctx.as_root.then_some((cfg.consul.uid, cfg.consul.gid));
-    let why = match files::observe_dir(data_dir)? {
-        None => Some("missing".to_string()),
-        Some((mode, uid, gid)) if mode != 0o750 || owner.is_some_and(|o| o != (uid, gid)) => {
-            Some(format!("mode {mode:o} owner {uid}:{gid}"))
-        }
-        Some(_) => None,
-    };
-    if let Some(why) = why {
-        let dir = Action::Dir {
-            path: data_dir.to_path_buf(),
-            mode: 0o750,
-            owner,
-            why,
-        };
-        plan.actions.insert(0, dir);
-    }
-    Ok(plan)
+pub struct Consul;
+pub struct Registrator;
+
+/// A container as observed, with what deciding its plan needs.
+pub struct Seen {
+    /// `--root`: containers are not managed.
+    offline: bool,
+    container: Option<ContainerState>,
+    /// Whether the image is there; only asked when a create is planned.
+    image_present: bool,
+    /// The bind address (registrator's `-ip`), or why it cannot be chosen.
+    bind: Result<IpAddr, String>,
+    /// The consul data dir's mode and owner (consul only, when present).
+    data_dir: Option<(u32, u32, u32)>,
 }
 
-pub fn plan_registrator(ctx: &Ctx) -> Result<Plan> {
-    if ctx.offline() {
-        return Ok(Plan::skipped("containers not managed under --root"));
+impl Resource for Consul {
+    const ID: &'static str = "consul";
+    const DEPENDS_ON: &'static [&'static str] = &["link", "consul-config"];
+    type Observed = Seen;
+
+    fn observe(host: &Host, ensure: Ensure) -> Result<Seen> {
+        let mut seen = observe(host, ensure, &host.cfg.consul.container.0, || {
+            Ok(consul_spec(&host.cfg))
+        })?;
+        if !seen.offline {
+            seen.data_dir = files::dir_owner(host.cfg.consul.data_dir.as_path())?;
+        }
+        Ok(seen)
     }
-    let cfg = &ctx.cfg;
-    let docker = ctx.docker()?;
-    let bind_addr = match cfg.consul.bind_addr {
-        BindAddr::Addr(ip) => ip,
-        BindAddr::Auto => consul_config::auto_bind_addr(ctx)?.0,
-    };
-    let spec = registrator_spec(cfg, bind_addr);
-    let name = &cfg.registrator.container.0;
-    let observed = docker.inspect(name)?;
-    let image_present =
-        !needs_create(observed.as_ref(), &spec) || docker.image_exists(&spec.image)?;
-    diff(
-        name,
-        &spec,
-        observed.as_ref(),
+
+    fn diff(want: &Want, seen: &Seen) -> Result<Plan> {
+        if seen.offline {
+            return Ok(Plan::skipped("containers not managed under --root"));
+        }
+        let cfg = want.cfg;
+        let name = &cfg.consul.container.0;
+        let data_dir = cfg.consul.data_dir.as_path();
+        let data_path = HostPath {
+            host: data_dir.to_path_buf(),
+            real: data_dir.to_path_buf(),
+        };
+        if want.ensure == Ensure::Absent {
+            let mut plan = absent(name, seen.container.as_ref());
+            if want.purge_data && seen.data_dir.is_some() {
+                plan.actions
+                    .push(Action::File(FileOp::Purge { path: data_path }));
+            } else if seen.data_dir.is_some() {
+                plan.notes.push(format!(
+                    "data dir {} kept (remove --purge-data deletes it)",
+                    data_dir.display()
+                ));
+            }
+            return Ok(plan);
+        }
+        // The agent reads its config at start (a reload would not re-bind
+        // changed addresses): a config change planned in this run restarts
+        // it.
+        let restart_for_config = want.changes("consul-config");
+        let mut plan = present(
+            name,
+            &consul_spec(cfg),
+            seen,
+            cfg.consul.replace_unmanaged,
+            "consul.replace_unmanaged",
+            restart_for_config,
+        )?;
+        // The agent runs as the image's consul user and must own its data dir.
+        let owner = want.as_root.then_some((cfg.consul.uid, cfg.consul.gid));
+        let why = match seen.data_dir {
+            None => Some("missing".to_string()),
+            Some((mode, uid, gid)) if mode != 0o750 || owner.is_some_and(|o| o != (uid, gid)) => {
+                Some(format!("mode {mode:o} owner {uid}:{gid}"))
+            }
+            Some(_) => None,
+        };
+        if let Some(why) = why {
+            plan.actions.insert(
+                0,
+                Action::File(FileOp::Dir {
+                    path: data_path,
+                    mode: 0o750,
+                    owner,
+                    why,
+                }),
+            );
+        }
+        Ok(plan)
+    }
+}
+
+impl Resource for Registrator {
+    const ID: &'static str = "registrator";
+    const DEPENDS_ON: &'static [&'static str] = &["consul"];
+    type Observed = Seen;
+
+    fn observe(host: &Host, ensure: Ensure) -> Result<Seen> {
+        observe(host, ensure, &host.cfg.registrator.container.0, || {
+            let bind = host.facts.bind_addr()?;
+            Ok(registrator_spec(&host.cfg, bind.ip))
+        })
+    }
+
+    fn diff(want: &Want, seen: &Seen) -> Result<Plan> {
+        if seen.offline {
+            return Ok(Plan::skipped("containers not managed under --root"));
+        }
+        let cfg = want.cfg;
+        let name = &cfg.registrator.container.0;
+        if want.ensure == Ensure::Absent {
+            return Ok(absent(name, seen.container.as_ref()));
+        }
+        let bind = seen.bind.clone().map_err(|e| anyhow!("{e}"))?;
+        present(
+            name,
+            &registrator_spec(cfg, bind),
+            seen,
+            cfg.registrator.replace_unmanaged,
+            "registrator.replace_unmanaged",
+            false,
+        )
+    }
+}
+
+/// Inspects container `name`; for `Present`, also whether the image of the
+/// spec `desired` gives is there when the container will have to be created.
+fn observe(
+    host: &Host,
+    ensure: Ensure,
+    name: &str,
+    desired: impl FnOnce() -> Result<ContainerSpec>,
+) -> Result<Seen> {
+    if host.offline() {
+        return Ok(Seen {
+            offline: true,
+            container: None,
+            image_present: false,
+            bind: Err("offline".into()),
+            data_dir: None,
+        });
+    }
+    let docker = host.facts.docker()?;
+    let container = docker.inspect(name)?;
+    let mut image_present = true;
+    let mut bind = Err("not needed".to_string());
+    if ensure == Ensure::Present {
+        let spec = desired()?;
+        image_present =
+            !needs_create(container.as_ref(), &spec) || docker.image_exists(&spec.image)?;
+        bind = host
+            .facts
+            .bind_addr()
+            .map(|b| b.ip)
+            .map_err(|e| format!("{e:#}"));
+    }
+    Ok(Seen {
+        offline: false,
+        container,
         image_present,
-        cfg.registrator.replace_unmanaged,
-        "registrator.replace_unmanaged",
-        false,
-    )
+        bind,
+        data_dir: None,
+    })
+}
+
+/// Pure: undoing a container. Only one nodeprep created (labelled) is
+/// removed; another of that name is reported and left running.
+pub fn absent(name: &str, observed: Option<&ContainerState>) -> Plan {
+    match observed {
+        None => Plan {
+            state: format!("{name} absent"),
+            ..Plan::default()
+        },
+        Some(c) if !c.managed => Plan {
+            state: format!(
+                "{name} is not nodeprep's (no nodeprep.managed label; image {}): left {}",
+                c.image,
+                if c.running { "running" } else { "as it is" }
+            ),
+            ..Plan::default()
+        },
+        Some(c) => Plan {
+            state: format!("{name} ({})", c.image),
+            actions: vec![Action::Container(ContainerOp::Remove {
+                name: name.to_string(),
+                why: "created by nodeprep",
+            })],
+            ..Plan::default()
+        },
+    }
 }
 
 /// Whether `diff` will create the container (and so needs to know whether
@@ -156,7 +274,26 @@ fn needs_create(observed: Option<&ContainerState>, spec: &ContainerSpec) -> bool
 }
 
 /// Pure: the actions that bring container `name` to `spec`.
-pub fn diff(
+fn present(
+    name: &str,
+    spec: &ContainerSpec,
+    seen: &Seen,
+    replace_unmanaged: bool,
+    replace_key: &str,
+    restart_for_config: bool,
+) -> Result<Plan> {
+    diff(
+        name,
+        spec,
+        seen.container.as_ref(),
+        seen.image_present,
+        replace_unmanaged,
+        replace_key,
+        restart_for_config,
+    )
+}
+
+fn diff(
     name: &str,
     spec: &ContainerSpec,
     observed: Option<&ContainerState>,
@@ -169,23 +306,23 @@ pub fn diff(
     let create = |why: &'static str, remove: bool| {
         let mut actions = Vec::new();
         if !image_present {
-            actions.push(Action::PullImage {
+            actions.push(Action::Container(ContainerOp::Pull {
                 image: spec.image.clone(),
-            });
+            }));
         }
         if remove {
-            actions.push(Action::RemoveContainer {
+            actions.push(Action::Container(ContainerOp::Remove {
                 name: name.to_string(),
                 why,
-            });
+            }));
         }
-        actions.push(Action::CreateContainer {
+        actions.push(Action::Container(ContainerOp::Create {
             name: name.to_string(),
             spec: Box::new(spec.clone()),
-        });
-        actions.push(Action::StartContainer {
+        }));
+        actions.push(Action::Container(ContainerOp::Start {
             name: name.to_string(),
-        });
+        }));
         actions
     };
     let Some(c) = observed else {
@@ -232,16 +369,16 @@ pub fn diff(
         );
     }
     if !c.running && !c.restarting {
-        plan.actions.push(Action::StartContainer {
+        plan.actions.push(Action::Container(ContainerOp::Start {
             name: name.to_string(),
-        });
+        }));
     } else if restart_for_config {
         // The agent reads its config at start; a reload would not re-bind
         // changed addresses.
-        plan.actions.push(Action::RestartContainer {
+        plan.actions.push(Action::Container(ContainerOp::Restart {
             name: name.to_string(),
             why: "consul config changed",
-        });
+        }));
     }
     Ok(plan)
 }
@@ -297,7 +434,7 @@ mod tests {
             std::path::Path::new("t"),
         )
         .unwrap();
-        let s = registrator_spec(&cfg, Ipv4Addr::new(10, 0, 0, 5));
+        let s = registrator_spec(&cfg, IpAddr::from([10, 0, 0, 5]));
         assert_eq!(
             s.cmd,
             vec![

@@ -1,72 +1,123 @@
-//! `dnsmasq`: the drop-in that forwards the consul domain to the agent, and a
-//! restart of a running dnsmasq when the file changed.
+//! `dnsmasq`: the drop-in that forwards the consul domain to the agent, and
+//! a restart of a running dnsmasq when the file changed (or went).
 
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Result};
 
 use crate::config::ResolvFile;
-use crate::plan::{diff_file, Action, Plan};
+use crate::engine::{Action, Ensure, Host, Plan, Resource, UnitOp, Want};
 use crate::render;
-use crate::resources::Ctx;
-use crate::sys::files;
+use crate::resources::files::{self, DirsSeen, FileSeen, FileSpec};
 
 const UNIT: &str = "dnsmasq.service";
 /// systemd-resolved's list of the real upstream servers (not its stub).
 const RESOLVED_UPSTREAMS: &str = "/run/systemd/resolve/resolv.conf";
 
-pub fn plan(ctx: &Ctx) -> Result<Plan> {
-    if !ctx.offline() && !dnsmasq_installed() {
-        bail!("dnsmasq is not installed (no dnsmasq in /usr/sbin or PATH): install it (apt-get install dnsmasq), then run nodeprep apply again");
+pub struct Dnsmasq;
+
+pub struct Seen {
+    file: FileSeen,
+    dirs: DirsSeen,
+    /// The upstream list dnsmasq should read (see [`resolv_file`]).
+    resolv: Option<PathBuf>,
+    /// Under `--root`: dnsmasq is neither looked for nor restarted.
+    live: Option<Live>,
+}
+
+struct Live {
+    installed: bool,
+    /// `None` when systemd is not running.
+    active: Option<bool>,
+}
+
+impl Resource for Dnsmasq {
+    const ID: &'static str = "dnsmasq";
+    const DEPENDS_ON: &'static [&'static str] = &["link"];
+    type Observed = Seen;
+
+    fn observe(host: &Host, ensure: Ensure) -> Result<Seen> {
+        let path = host.cfg.dnsmasq.file.as_path();
+        let live = if host.offline() {
+            None
+        } else {
+            Some(Live {
+                installed: dnsmasq_installed(),
+                active: match host.facts.systemd {
+                    Some(systemd) => Some(systemd.is_active(UNIT)?),
+                    None => None,
+                },
+            })
+        };
+        Ok(Seen {
+            file: files::observe(host, path, ensure)?,
+            dirs: match ensure {
+                Ensure::Absent => files::observe_dirs(host, &[path])?,
+                Ensure::Present => DirsSeen::default(),
+            },
+            resolv: resolv_file(host),
+            live,
+        })
     }
-    let resolv = resolv_file(ctx);
-    let path = ctx.host_path(ctx.cfg.dnsmasq.file.as_path());
-    let observed = files::observe(&path)?;
-    let content = render::dnsmasq(&ctx.cfg, resolv.as_deref());
-    let mut plan = Plan {
-        actions: diff_file(
-            path.clone(),
-            content.into_bytes(),
-            ctx.file_spec(),
-            observed.as_ref(),
-        )
-        .into_iter()
-        .collect(),
-        state: format!("{}", ctx.cfg.dnsmasq.file.as_path().display()),
-        ..Plan::default()
-    };
-    if let Some(r) = &resolv {
-        plan.notes.push(format!("upstreams from {}", r.display()));
-    }
-    if plan.writes_files() && !ctx.offline() {
-        match ctx.systemd {
-            // dnsmasq reads its configuration only at start; SIGHUP rereads
-            // hosts files, not server= lines.
-            Some(systemd) if systemd.is_active(UNIT)? => {
-                plan.actions.push(Action::RestartUnit { unit: UNIT })
+
+    fn diff(want: &Want, seen: &Seen) -> Result<Plan> {
+        let content = render::dnsmasq(want.cfg, seen.resolv.as_deref());
+        let mut plan = Plan {
+            state: want.cfg.dnsmasq.file.as_path().display().to_string(),
+            ..Plan::default()
+        };
+        match want.ensure {
+            Ensure::Present => {
+                if seen.live.as_ref().is_some_and(|l| !l.installed) {
+                    bail!("dnsmasq is not installed (no dnsmasq in /usr/sbin or PATH): install it (apt-get install dnsmasq), then run nodeprep apply again");
+                }
+                plan.actions.extend(files::present(
+                    &seen.file,
+                    content.into_bytes(),
+                    FileSpec::plain(want),
+                ));
+                if let Some(r) = &seen.resolv {
+                    plan.notes.push(format!("upstreams from {}", r.display()));
+                }
             }
-            Some(_) => plan
-                .notes
-                .push("dnsmasq is not running; it reads the file when it starts".into()),
-            None => plan
-                .notes
-                .push("systemd is not running: restart dnsmasq yourself".into()),
+            Ensure::Absent => {
+                let undo = files::absent(&seen.file, Some(content.as_bytes()), None);
+                plan.actions.extend(undo.action);
+                plan.notes.extend(undo.note);
+                plan.forget.extend(undo.forget);
+                let rmdirs = files::rmdirs(want, &seen.dirs, &plan.actions);
+                plan.actions.extend(rmdirs);
+            }
         }
+        if plan.changes_files() {
+            match seen.live.as_ref().map(|l| l.active) {
+                None => {}
+                // dnsmasq reads its configuration only at start; SIGHUP
+                // rereads hosts files, not server= lines.
+                Some(Some(true)) => plan.actions.push(Action::Unit(UnitOp::Restart(UNIT))),
+                Some(Some(false)) => plan
+                    .notes
+                    .push("dnsmasq is not running; it reads the file when it starts".into()),
+                Some(None) => plan
+                    .notes
+                    .push("systemd is not running: restart dnsmasq yourself".into()),
+            }
+        }
+        Ok(plan)
     }
-    Ok(plan)
 }
 
 /// The upstream list dnsmasq should read. With `auto`, resolved's real list
 /// when resolved is in use: Debian's dnsmasq otherwise looks for
-/// /run/dnsmasq/resolv.conf, which resolvconf would write but which is missing
-/// on resolved hosts, leaving dnsmasq without upstreams.
-fn resolv_file(ctx: &Ctx) -> Option<PathBuf> {
-    match &ctx.cfg.dnsmasq.resolv_file {
+/// /run/dnsmasq/resolv.conf, which resolvconf would write but which is
+/// missing on resolved hosts, leaving dnsmasq without upstreams.
+fn resolv_file(host: &Host) -> Option<PathBuf> {
+    match &host.cfg.dnsmasq.resolv_file {
         ResolvFile::None => None,
         ResolvFile::Path(p) => Some(p.clone()),
         ResolvFile::Auto => {
             let p = Path::new(RESOLVED_UPSTREAMS);
-            ctx.host_path(p).exists().then(|| p.to_path_buf())
+            host.path(p).real.exists().then(|| p.to_path_buf())
         }
     }
 }

@@ -8,7 +8,7 @@
 use std::fs::{self, File, Permissions};
 use std::io::{ErrorKind, Write};
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 
@@ -39,9 +39,9 @@ pub fn observe(path: &Path) -> Result<Option<Observed>> {
     }))
 }
 
-/// Replaces `path` with `content` and `mode`, creating missing parent
-/// directories (mode 0755). The new file is owned by the calling user: root in
-/// live mode.
+/// Replaces `path` with `content` and `mode`; the parent directory must
+/// exist. The new file is owned by the calling user (root in live mode)
+/// unless `owner` says otherwise.
 pub fn write_atomic(
     path: &Path,
     content: &[u8],
@@ -51,18 +51,18 @@ pub fn write_atomic(
     let dir = path
         .parent()
         .with_context(|| format!("{} has no parent directory", path.display()))?;
-    create_dirs(dir)?;
     let mut tmp = tempfile::Builder::new()
         .prefix(".nodeprep-")
         .tempfile_in(dir)
         .with_context(|| format!("cannot create a temporary file in {}", dir.display()))?;
     let ctx = || format!("cannot write {}", tmp_name(path));
     tmp.write_all(content).with_context(ctx)?;
-    // Set the mode explicitly: tempfile creates 0600 and the umask must not
-    // decide what a managed file's mode is.
     if let Some((uid, gid)) = owner {
         std::os::unix::fs::fchown(tmp.as_file(), Some(uid), Some(gid)).with_context(ctx)?;
     }
+    // Set the mode explicitly (after fchown, which may clear set-id bits):
+    // tempfile creates 0600 and the umask must not decide what a managed
+    // file's mode is.
     tmp.as_file()
         .set_permissions(Permissions::from_mode(mode))
         .with_context(ctx)?;
@@ -83,9 +83,68 @@ pub fn observe_dir(path: &Path) -> Result<Option<(u32, u32, u32)>> {
     }
 }
 
+/// The names in a directory (empty when it does not exist).
+pub fn list_dir(path: &Path) -> Result<Vec<std::ffi::OsString>> {
+    let entries = match fs::read_dir(path) {
+        Ok(e) => e,
+        Err(e) if e.kind() == ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(e).with_context(|| format!("cannot list {}", path.display())),
+    };
+    let mut names = Vec::new();
+    for e in entries {
+        names.push(
+            e.with_context(|| format!("cannot list {}", path.display()))?
+                .file_name(),
+        );
+    }
+    names.sort();
+    Ok(names)
+}
+
+/// `path` and those of its ancestors that do not exist, outermost first.
+pub fn missing_dirs(path: &Path) -> Vec<PathBuf> {
+    let mut missing: Vec<PathBuf> = path
+        .ancestors()
+        .take_while(|p| !p.as_os_str().is_empty() && fs::symlink_metadata(p).is_err())
+        .map(Path::to_path_buf)
+        .collect();
+    missing.reverse();
+    missing
+}
+
+/// Creates `dirs` (outermost first, as [`missing_dirs`] lists them) with an
+/// explicit mode, whatever the umask, and makes each new entry durable.
+pub fn create_dirs(dirs: &[PathBuf], mode: u32, owner: Option<(u32, u32)>) -> Result<()> {
+    for dir in dirs {
+        match fs::DirBuilder::new().mode(mode).create(dir) {
+            Ok(()) => {}
+            Err(e) if e.kind() == ErrorKind::AlreadyExists && dir.is_dir() => continue,
+            Err(e) => {
+                return Err(e).with_context(|| format!("cannot create directory {}", dir.display()))
+            }
+        }
+        // mkdir applies the umask; a hardened host's 027 would make the
+        // directory unreadable for the consul user of the container.
+        fs::set_permissions(dir, Permissions::from_mode(mode))
+            .with_context(|| format!("cannot chmod {mode:o} {}", dir.display()))?;
+        if let Some((uid, gid)) = owner {
+            std::os::unix::fs::chown(dir, Some(uid), Some(gid))
+                .with_context(|| format!("cannot chown {uid}:{gid} {}", dir.display()))?;
+        }
+        if let Some(parent) = dir.parent() {
+            sync_dir(parent)?;
+        }
+    }
+    Ok(())
+}
+
 /// Creates a directory (and its parents) or fixes its mode and owner.
 pub fn ensure_dir(path: &Path, mode: u32, owner: Option<(u32, u32)>) -> Result<()> {
-    create_dirs(path)?;
+    let missing = missing_dirs(path);
+    if let Some((last, parents)) = missing.split_last() {
+        create_dirs(parents, 0o755, None)?;
+        create_dirs(std::slice::from_ref(last), mode, owner)?;
+    }
     fs::set_permissions(path, Permissions::from_mode(mode))
         .with_context(|| format!("cannot chmod {mode:o} {}", path.display()))?;
     if let Some((uid, gid)) = owner {
@@ -101,20 +160,49 @@ pub fn set_mode(path: &Path, mode: u32) -> Result<()> {
         .with_context(|| format!("cannot chmod {:o} {}", mode, path.display()))
 }
 
-fn create_dirs(dir: &Path) -> Result<()> {
-    if dir.is_dir() {
-        return Ok(());
+/// Deletes a file durably; one that is already gone is fine.
+pub fn remove_file(path: &Path) -> Result<()> {
+    match fs::remove_file(path) {
+        Ok(()) => {}
+        Err(e) if e.kind() == ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(e).with_context(|| format!("cannot remove {}", path.display())),
     }
-    fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o755)
-        .create(dir)
-        .with_context(|| format!("cannot create directory {}", dir.display()))?;
-    // Make the new directory entries themselves durable.
-    if let Some(parent) = dir.parent() {
-        sync_dir(parent)?;
+    match path.parent() {
+        Some(dir) => sync_dir(dir),
+        None => Ok(()),
     }
-    Ok(())
+}
+
+/// Removes an empty directory.
+pub fn remove_dir(path: &Path) -> Result<()> {
+    fs::remove_dir(path).with_context(|| format!("cannot remove directory {}", path.display()))?;
+    match path.parent() {
+        Some(dir) => sync_dir(dir),
+        None => Ok(()),
+    }
+}
+
+/// Removes a directory and everything in it; one that is gone is fine.
+pub fn remove_tree(path: &Path) -> Result<()> {
+    match fs::remove_dir_all(path) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(e).with_context(|| format!("cannot delete {}", path.display())),
+    }
+}
+
+/// Removes the empty directories of a tree, bottom up; anything holding a
+/// file stays. Best effort.
+pub fn remove_empty_tree(path: &Path) {
+    let Ok(entries) = fs::read_dir(path) else {
+        return;
+    };
+    for e in entries.flatten() {
+        if e.file_type().is_ok_and(|t| t.is_dir()) {
+            remove_empty_tree(&e.path());
+        }
+    }
+    let _ = fs::remove_dir(path);
 }
 
 fn sync_dir(dir: &Path) -> Result<()> {
@@ -138,6 +226,9 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("a/b/c.conf");
         assert_eq!(observe(&path).unwrap(), None);
+        let missing = missing_dirs(path.parent().unwrap());
+        assert_eq!(missing, vec![dir.path().join("a"), dir.path().join("a/b")]);
+        create_dirs(&missing, 0o755, None).unwrap();
         write_atomic(&path, b"hello\n", 0o640, None).unwrap();
         let o = observe(&path).unwrap().unwrap();
         assert_eq!(o.content, b"hello\n");
@@ -157,5 +248,28 @@ mod tests {
     fn a_directory_in_the_way_is_an_error_not_absent() {
         let dir = tempfile::tempdir().unwrap();
         assert!(observe(dir.path()).is_err());
+    }
+}
+
+#[cfg(test)]
+mod dir_tests {
+    use super::*;
+
+    #[test]
+    fn directories_get_their_mode_whatever_the_umask() {
+        let dir = tempfile::tempdir().unwrap();
+        let old = nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o077));
+        let made = missing_dirs(&dir.path().join("x/y"));
+        let result = create_dirs(&made, 0o755, None);
+        nix::sys::stat::umask(old);
+        result.unwrap();
+        for d in made {
+            assert_eq!(
+                fs::metadata(&d).unwrap().mode() & 0o7777,
+                0o755,
+                "{}",
+                d.display()
+            );
+        }
     }
 }

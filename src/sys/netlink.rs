@@ -9,7 +9,7 @@ use std::net::{IpAddr, Ipv4Addr};
 
 use anyhow::{anyhow, Context, Result};
 use futures_util::TryStreamExt;
-use ipnet::Ipv4Net;
+use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 use netlink_packet_route::address::{AddressAttribute, AddressHeaderFlags, AddressMessage};
 use netlink_packet_route::link::{LinkAttribute, LinkFlags, LinkInfo, LinkMessage};
 use netlink_packet_route::route::{RouteAttribute, RouteMessage, RouteType};
@@ -20,6 +20,7 @@ const ENODEV: i32 = 19;
 const EEXIST: i32 = 17;
 const EOPNOTSUPP: i32 = 95;
 const EPERM: i32 = 1;
+const EADDRNOTAVAIL: i32 = 99;
 /// The main routing table, where `ip route` and DHCP clients put the default route.
 const RT_TABLE_MAIN: u32 = 254;
 
@@ -33,8 +34,8 @@ pub struct LinkState {
     /// Administratively up (IFF_UP). A dummy link's operational state stays
     /// "UNKNOWN", so IFF_UP is what "up" means for it.
     pub up: bool,
-    /// IPv4 addresses with their prefix lengths, in kernel order.
-    pub addresses: Vec<Ipv4Net>,
+    /// Addresses of every family with their prefix lengths, in kernel order.
+    pub addresses: Vec<IpNet>,
 }
 
 /// The IPv4 default route's interface and that interface's primary address.
@@ -73,7 +74,7 @@ impl Netlink {
         Ok(Netlink { rt, handle })
     }
 
-    /// The link called `name` with its IPv4 addresses, or `None` if absent.
+    /// The link called `name` with its addresses, or `None` if absent.
     pub fn link(&self, name: &str) -> Result<Option<LinkState>> {
         self.rt.block_on(async {
             let mut links = self
@@ -88,7 +89,7 @@ impl Netlink {
                 Err(e) if errno(&e) == Some(ENODEV) => return Ok(None),
                 Err(e) => return Err(explain(e, &format!("cannot read link {name}"))),
             };
-            let addresses = self.ipv4_addresses(msg.header.index).await?;
+            let addresses = self.addresses(msg.header.index).await?;
             Ok(Some(link_state(&msg, addresses)))
         })
     }
@@ -124,12 +125,12 @@ impl Netlink {
         })
     }
 
-    pub fn add_address(&self, name: &str, index: u32, net: Ipv4Net) -> Result<()> {
+    pub fn add_address(&self, name: &str, index: u32, net: IpNet) -> Result<()> {
         self.rt.block_on(async {
             match self
                 .handle
                 .address()
-                .add(index, IpAddr::V4(net.addr()), net.prefix_len())
+                .add(index, net.addr(), net.prefix_len())
                 .execute()
                 .await
             {
@@ -141,6 +142,35 @@ impl Netlink {
                     e,
                     &format!("cannot add address {net} to link {name}"),
                 )),
+            }
+        })
+    }
+
+    /// Removes one address from a link; one that is gone already is fine.
+    pub fn del_address(&self, name: &str, index: u32, net: IpNet) -> Result<()> {
+        self.rt.block_on(async {
+            let msgs = self.address_messages(index).await?;
+            let Some(msg) = msgs.into_iter().find(|m| address_of(m) == Some(net)) else {
+                return Ok(());
+            };
+            match self.handle.address().del(msg).execute().await {
+                Ok(()) => Ok(()),
+                Err(e) if errno(&e) == Some(EADDRNOTAVAIL) => Ok(()),
+                Err(e) => Err(explain(
+                    e,
+                    &format!("cannot remove address {net} from link {name}"),
+                )),
+            }
+        })
+    }
+
+    /// Deletes a link; one that is gone already is fine.
+    pub fn delete(&self, name: &str, index: u32) -> Result<()> {
+        self.rt.block_on(async {
+            match self.handle.link().del(index).execute().await {
+                Ok(()) => Ok(()),
+                Err(e) if errno(&e) == Some(ENODEV) => Ok(()),
+                Err(e) => Err(explain(e, &format!("cannot delete link {name}"))),
             }
         })
     }
@@ -182,12 +212,9 @@ impl Netlink {
         })
     }
 
-    async fn ipv4_addresses(&self, index: u32) -> Result<Vec<Ipv4Net>> {
+    async fn addresses(&self, index: u32) -> Result<Vec<IpNet>> {
         let msgs = self.address_messages(index).await?;
-        Ok(msgs
-            .iter()
-            .filter_map(|m| ipv4_of(m).map(|(net, _)| net))
-            .collect())
+        Ok(msgs.iter().filter_map(address_of).collect())
     }
 
     /// The first address that is not flagged secondary: the one the kernel
@@ -213,7 +240,7 @@ impl Netlink {
     }
 }
 
-fn link_state(msg: &LinkMessage, addresses: Vec<Ipv4Net>) -> LinkState {
+fn link_state(msg: &LinkMessage, addresses: Vec<IpNet>) -> LinkState {
     let kind = msg.attributes.iter().find_map(|a| match a {
         LinkAttribute::LinkInfo(infos) => infos.iter().find_map(|i| match i {
             LinkInfo::Kind(k) => Some(k.to_string()),
@@ -234,6 +261,24 @@ fn link_name(msg: &LinkMessage) -> Option<String> {
         LinkAttribute::IfName(n) => Some(n.clone()),
         _ => None,
     })
+}
+
+/// The address a message describes, of either family. IFA_LOCAL is the
+/// interface's own address; IFA_ADDRESS is the peer on point-to-point links
+/// (and the only one for IPv6). Prefer LOCAL when present.
+fn address_of(msg: &AddressMessage) -> Option<IpNet> {
+    let pick = |want_local: bool| {
+        msg.attributes.iter().find_map(|a| match a {
+            AddressAttribute::Local(ip) if want_local => Some(*ip),
+            AddressAttribute::Address(ip) if !want_local => Some(*ip),
+            _ => None,
+        })
+    };
+    let addr = pick(true).or_else(|| pick(false))?;
+    match addr {
+        IpAddr::V4(v4) => Ipv4Net::new(v4, msg.header.prefix_len).ok().map(IpNet::V4),
+        IpAddr::V6(v6) => Ipv6Net::new(v6, msg.header.prefix_len).ok().map(IpNet::V6),
+    }
 }
 
 fn ipv4_of(msg: &AddressMessage) -> Option<(Ipv4Net, bool)> {

@@ -50,6 +50,25 @@ impl TestEnv {
         Run::from(cmd.output().unwrap())
     }
 
+    /// `plan` then `apply` with `extra` arguments (JSON reports), checking
+    /// that the apply did exactly what the plan listed; returns the apply.
+    pub fn converge(&self, extra: &[&str]) -> Run {
+        let plan = self.run(&[&["--format", "json", "plan"][..], extra].concat());
+        let apply = self.run(&[&["--format", "json", "apply"][..], extra].concat());
+        assert_plan_is_apply(&plan, &apply);
+        apply
+    }
+
+    /// `remove --dry-run` then `remove` with `extra` arguments, checking
+    /// that the remove did exactly what the dry run listed; returns the
+    /// remove.
+    pub fn remove(&self, extra: &[&str]) -> Run {
+        let dry = self.run(&[&["--format", "json", "remove", "--dry-run"][..], extra].concat());
+        let remove = self.run(&[&["--format", "json", "remove"][..], extra].concat());
+        assert_plan_is_apply(&dry, &remove);
+        remove
+    }
+
     /// Every file under the tree with its modification time (ns).
     pub fn snapshot(&self) -> Vec<(PathBuf, i128, Vec<u8>)> {
         let mut out = Vec::new();
@@ -138,4 +157,85 @@ pub fn prerequisite_missing(why: &str) {
     // Straight to stderr, past the test harness' capture, so the skip is seen.
     use std::io::Write;
     let _ = writeln!(std::io::stderr(), "SKIPPED (not a pass): {why}");
+}
+
+/// One entry of a tree, as the round-trip tests compare them: path
+/// (relative), kind, permission bits, owner, and a file's bytes.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct TreeEntry {
+    pub path: PathBuf,
+    pub kind: &'static str,
+    pub mode: u32,
+    pub uid: u32,
+    pub gid: u32,
+    pub content: Vec<u8>,
+}
+
+/// Every entry under `root` (directories included), sorted.
+pub fn tree(root: &Path) -> Vec<TreeEntry> {
+    use std::os::unix::fs::MetadataExt;
+    let mut out = Vec::new();
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        for e in std::fs::read_dir(&dir).unwrap() {
+            let e = e.unwrap();
+            let meta = std::fs::symlink_metadata(e.path()).unwrap();
+            let kind = if meta.is_dir() {
+                stack.push(e.path());
+                "dir"
+            } else if meta.file_type().is_symlink() {
+                "symlink"
+            } else {
+                "file"
+            };
+            out.push(TreeEntry {
+                path: e.path().strip_prefix(root).unwrap().to_path_buf(),
+                kind,
+                mode: meta.mode() & 0o7777,
+                uid: meta.uid(),
+                gid: meta.gid(),
+                content: if kind == "file" {
+                    std::fs::read(e.path()).unwrap()
+                } else {
+                    Vec::new()
+                },
+            });
+        }
+    }
+    out.sort();
+    out
+}
+
+impl Run {
+    /// `id -> actions` of every resource of a JSON report that lists any:
+    /// the actions planned (check, dry runs) or done (apply, remove).
+    pub fn actions(&self) -> Vec<(String, Vec<String>)> {
+        self.json()["resources"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|r| {
+                let actions: Vec<String> = r["actions"]
+                    .as_array()?
+                    .iter()
+                    .map(|a| a.as_str().unwrap().to_string())
+                    .collect();
+                Some((r["id"].as_str().unwrap().to_string(), actions))
+            })
+            .collect()
+    }
+}
+
+/// "plan = apply": the actions a dry run lists are exactly the actions the
+/// run that follows reports done, resource by resource. `dry` and `real`
+/// are JSON reports of e.g. `plan` then `apply`, or `remove --dry-run` then
+/// `remove`.
+pub fn assert_plan_is_apply(dry: &Run, real: &Run) {
+    assert_eq!(
+        dry.actions(),
+        real.actions(),
+        "the plan listed other actions than the run did\nplan:\n{}\nrun:\n{}",
+        dry.stdout,
+        real.stdout
+    );
 }

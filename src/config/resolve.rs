@@ -1,0 +1,340 @@
+//! The validated configuration with every default resolved, and the rules
+//! that span several keys. Pure: no file is read here (`encrypt_file` is read
+//! by [`super::load`] after the text has been parsed).
+
+use std::collections::BTreeMap;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
+
+use ipnet::{IpNet, Ipv4Net};
+use serde::Serialize;
+
+use super::schema::*;
+use super::types::*;
+
+/// The validated configuration with every default resolved.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Config {
+    pub link: Link,
+    pub networkd: Networkd,
+    pub dnsmasq: Dnsmasq,
+    pub consul: Consul,
+    pub environment: Environment,
+    pub docker: Docker,
+    pub registrator: Registrator,
+    pub probes: Probes,
+    pub report: ReportCfg,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Probes {
+    /// Per probe; a hung service never hangs an audit.
+    pub timeout_ms: u64,
+}
+
+/// `check --report-consul`: the TTL check on the local agent.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ReportCfg {
+    /// Longer than the audit timer's period, so a host that stops auditing
+    /// turns critical in Consul.
+    pub ttl_secs: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Link {
+    pub name: IfName,
+    pub address: LinkAddress,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Networkd {
+    pub dir: AbsPath,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Dnsmasq {
+    pub file: AbsPath,
+    pub listen: Vec<IpAddr>,
+    pub resolv_file: ResolvFile,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Consul {
+    pub config_dir: AbsPath,
+    pub data_dir: AbsPath,
+    pub client_addr: ClientAddr,
+    pub bind_addr: BindAddr,
+    pub http_port: Port,
+    pub dns_port: Port,
+    pub domain: DnsDomain,
+    pub image: ImageRef,
+    pub container: ContainerName,
+    pub replace_unmanaged: bool,
+    pub uid: u32,
+    pub gid: u32,
+    pub cluster: Cluster,
+}
+
+/// The agent's cluster settings, written to `agent.json`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Cluster {
+    pub role: Role,
+    pub datacenter: Datacenter,
+    /// `None`: Consul uses the host name (the container shares the host's
+    /// network and so its host name).
+    pub node_name: Option<NodeName>,
+    pub retry_join: Vec<JoinAddr>,
+    /// Servers only.
+    pub bootstrap_expect: Option<u32>,
+    /// The gossip key, from `encrypt`, or from `encrypt_file` once
+    /// [`super::Config::read_secrets`] has read it. A secret: never printed.
+    #[serde(skip)]
+    pub encrypt: Option<GossipKey>,
+    /// Where the gossip key is read from, with the line of the key in the
+    /// configuration file for error messages.
+    pub encrypt_file: Option<(PathBuf, usize)>,
+    /// Servers only.
+    pub ui: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Docker {
+    pub socket: AbsPath,
+    /// How long `apply` waits for dockerd's socket to answer (cloud-init can
+    /// run nodeprep while dockerd is still starting). `check` never waits.
+    pub wait_secs: WaitSecs,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Registrator {
+    pub image: ImageRef,
+    pub container: ContainerName,
+    pub replace_unmanaged: bool,
+    pub args: Vec<RegistratorArg>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Environment {
+    pub file: AbsPath,
+    /// The managed variables: `CONSUL_HTTP_ADDR` plus whatever the file adds.
+    pub vars: BTreeMap<EnvName, EnvValue>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config::resolve(File::default(), "").expect("the embedded default is valid")
+    }
+}
+
+/// The pinned default images. hashicorp/consul is the official image
+/// (library/consul is gone). gliderlabs/registrator's last release is v7
+/// (2016): it is the image the recipes use and it still works against the
+/// Docker Engine API; the maintained fork fayrus/registrator can be set
+/// through `registrator.image`.
+pub const DEFAULT_CONSUL_IMAGE: &str = "hashicorp/consul:1.20.1";
+pub const DEFAULT_REGISTRATOR_IMAGE: &str = "gliderlabs/registrator:v7";
+
+impl Config {
+    /// Fills in every default. Defaults that name the link address follow a
+    /// configured `link.address`, so changing one key keeps the layout coherent.
+    pub fn resolve(file: File, text: &str) -> Result<Config, String> {
+        let cluster = resolve_cluster(&file.consul, text)?;
+        let link = Link {
+            name: file.link.name.unwrap_or_else(|| IfName("dummy0".into())),
+            address: file
+                .link
+                .address
+                .unwrap_or(LinkAddress(IpNet::V4(Ipv4Net::new_assert(
+                    Ipv4Addr::new(169, 254, 1, 1),
+                    32,
+                )))),
+        };
+        let link_ip = link.address.ip();
+        let http_port = file.consul.http_port.unwrap_or(Port(8500));
+        let consul = Consul {
+            config_dir: file
+                .consul
+                .config_dir
+                .unwrap_or_else(|| abs("/etc/consul.d")),
+            data_dir: file
+                .consul
+                .data_dir
+                .unwrap_or_else(|| abs("/var/lib/consul")),
+            client_addr: file
+                .consul
+                .client_addr
+                .unwrap_or_else(|| ClientAddr(vec![IpAddr::V4(Ipv4Addr::LOCALHOST), link_ip])),
+            bind_addr: file.consul.bind_addr.unwrap_or(BindAddr::Auto),
+            http_port,
+            dns_port: file.consul.dns_port.unwrap_or(Port(8600)),
+            domain: file
+                .consul
+                .domain
+                .unwrap_or_else(|| DnsDomain("consul".into())),
+            image: file
+                .consul
+                .image
+                .unwrap_or_else(|| ImageRef(DEFAULT_CONSUL_IMAGE.into())),
+            container: file
+                .consul
+                .container
+                .unwrap_or_else(|| ContainerName("consul".into())),
+            replace_unmanaged: file.consul.replace_unmanaged.unwrap_or(false),
+            uid: file.consul.uid.unwrap_or(100),
+            gid: file.consul.gid.unwrap_or(1000),
+            cluster,
+        };
+        let mut vars = BTreeMap::new();
+        vars.insert(
+            EnvName("CONSUL_HTTP_ADDR".into()),
+            EnvValue(SocketAddr::new(link_ip, http_port.0).to_string()),
+        );
+        // Variables from the file are added to the managed set and may
+        // override the default value of CONSUL_HTTP_ADDR.
+        vars.extend(file.environment.vars.unwrap_or_default());
+        Ok(Config {
+            probes: Probes {
+                timeout_ms: file.probes.timeout_ms.map_or(2000, |b| b.0),
+            },
+            report: ReportCfg {
+                ttl_secs: file.report.ttl_secs.map_or(7200, |b| b.0),
+            },
+            docker: Docker {
+                socket: file
+                    .docker
+                    .socket
+                    .unwrap_or_else(|| abs("/var/run/docker.sock")),
+                wait_secs: file.docker.wait_secs.unwrap_or(WaitSecs(60)),
+            },
+            registrator: Registrator {
+                image: file
+                    .registrator
+                    .image
+                    .unwrap_or_else(|| ImageRef(DEFAULT_REGISTRATOR_IMAGE.into())),
+                container: file
+                    .registrator
+                    .container
+                    .unwrap_or_else(|| ContainerName("registrator".into())),
+                replace_unmanaged: file.registrator.replace_unmanaged.unwrap_or(false),
+                args: file.registrator.args.unwrap_or_default(),
+            },
+            networkd: Networkd {
+                dir: file
+                    .networkd
+                    .dir
+                    .unwrap_or_else(|| abs("/etc/systemd/network")),
+            },
+            dnsmasq: Dnsmasq {
+                file: file
+                    .dnsmasq
+                    .file
+                    .unwrap_or_else(|| abs("/etc/dnsmasq.d/consul.conf")),
+                // IPv4 only in the file for now; the type is ready for both.
+                listen: file.dnsmasq.listen.map_or_else(
+                    || vec![IpAddr::V4(Ipv4Addr::LOCALHOST), link_ip],
+                    |l| l.into_iter().map(IpAddr::V4).collect(),
+                ),
+                resolv_file: file.dnsmasq.resolv_file.unwrap_or(ResolvFile::Auto),
+            },
+            environment: Environment {
+                file: file
+                    .environment
+                    .file
+                    .unwrap_or_else(|| abs("/etc/environment")),
+                vars,
+            },
+            link,
+            consul,
+        })
+    }
+
+    /// The agent's HTTP API as containers and the host reach it: the link
+    /// address and `http_port` (`[v6]:port` when printed, for IPv6).
+    pub fn agent_http(&self) -> SocketAddr {
+        SocketAddr::new(self.link.address.ip(), self.consul.http_port.0)
+    }
+
+    /// The agent's DNS interface on the link address, where dnsmasq forwards.
+    pub fn agent_dns(&self) -> SocketAddr {
+        SocketAddr::new(self.link.address.ip(), self.consul.dns_port.0)
+    }
+}
+
+impl Link {
+    /// Every address the link carries, at most one per family (IPv4 only
+    /// today).
+    pub fn addresses(&self) -> Vec<IpNet> {
+        vec![self.address.0]
+    }
+}
+
+/// Cross-field rules of the cluster settings, reported with the line of the
+/// offending key (`text` is the file, for line numbers).
+fn resolve_cluster(c: &ConsulFile, text: &str) -> Result<Cluster, String> {
+    let at = |span: std::ops::Range<usize>, key: &str| {
+        format!("line {}, key `consul.{key}`", line_of(text, span))
+    };
+    let role = c.role.unwrap_or(Role::Client);
+    let bootstrap_expect = match (&c.bootstrap_expect, role) {
+        (Some(b), Role::Client) => {
+            return Err(format!(
+                "{}: bootstrap_expect applies to servers only; remove it or set consul.role = \"server\"",
+                at(b.span(), "bootstrap_expect")
+            ))
+        }
+        (Some(b), Role::Server) if *b.get_ref() == 0 => {
+            return Err(format!("{}: bootstrap_expect must be at least 1", at(b.span(), "bootstrap_expect")))
+        }
+        (Some(b), Role::Server) => Some(*b.get_ref()),
+        (None, Role::Server) => {
+            return Err("key `consul.bootstrap_expect`: a server needs it (1 for a single server, \
+                        3 or 5 for a cluster): without it no leader is ever elected"
+                .to_string())
+        }
+        (None, Role::Client) => None,
+    };
+    let ui = match (&c.ui, role) {
+        (Some(u), Role::Client) if *u.get_ref() => {
+            return Err(format!(
+                "{}: the UI is served by servers only here; set consul.role = \"server\"",
+                at(u.span(), "ui")
+            ))
+        }
+        (Some(u), _) => *u.get_ref(),
+        (None, _) => false,
+    };
+    let (encrypt, encrypt_file) = match (&c.encrypt, &c.encrypt_file) {
+        (Some(_), Some(f)) => {
+            return Err(format!(
+                "{}: set either encrypt or encrypt_file, not both",
+                at(f.span(), "encrypt_file")
+            ))
+        }
+        (Some(k), None) => (Some(k.get_ref().clone()), None),
+        (None, Some(f)) => (
+            None,
+            Some((f.get_ref().as_path().to_path_buf(), line_of(text, f.span()))),
+        ),
+        (None, None) => (None, None),
+    };
+    Ok(Cluster {
+        role,
+        datacenter: c
+            .datacenter
+            .clone()
+            .unwrap_or_else(|| Datacenter("dc1".into())),
+        node_name: c.node_name.clone(),
+        retry_join: c.retry_join.clone().unwrap_or_default(),
+        bootstrap_expect,
+        encrypt,
+        encrypt_file,
+        ui,
+    })
+}
+
+/// The 1-based line of a byte span's start in `text`.
+pub(super) fn line_of(text: &str, span: std::ops::Range<usize>) -> usize {
+    text.get(..span.start)
+        .map_or(0, |t| t.matches('\n').count())
+        + 1
+}

@@ -1,0 +1,321 @@
+//! The one executor: carries out a planned action through the side-effect
+//! modules (`sys::files`, `sys::systemd`, `sys::netlink`, `sys::docker`),
+//! and keeps nodeprep's record up to date, each change recorded before it
+//! is made.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{anyhow, bail, Context, Result};
+
+use super::action::{Action, ContainerOp, FileOp, HostPath, Keep, LinkOp, UnitOp};
+use super::host::Host;
+use super::Forget;
+use crate::progress;
+use crate::state::{self, FileEntry, Original, Store};
+use crate::sys::files;
+use crate::sys::netlink::Created;
+
+/// Carries out one action. Returns a remark for the report when the host
+/// got there by itself (the kernel created the link first, say).
+pub fn action(host: &Host, store: &mut Store, action: &Action) -> Result<Option<String>> {
+    match action {
+        Action::File(op) => file(host, store, op).map(|()| None),
+        Action::Unit(op) => unit(host, store, op).map(|()| None),
+        Action::Link(op) => link(host, store, op),
+        Action::Container(op) => container(host, op).map(|()| None),
+    }
+}
+
+fn save(host: &Host, store: &mut Store) -> Result<()> {
+    if !store.dir.is_dir() {
+        let created = files::missing_dirs(&store.dir);
+        for dir in &created {
+            store.record.dirs.insert(host_path_of(host, dir));
+        }
+        files::create_dirs(&created, 0o755, host.root_owner())?;
+    }
+    files::write_atomic(
+        &store.record_path(),
+        &store.serialized(),
+        0o644,
+        host.root_owner(),
+    )
+    .context("cannot update nodeprep's state record")
+}
+
+/// The host path of a path this run reaches (the inverse of `Host::path`).
+fn host_path_of(host: &Host, real: &Path) -> PathBuf {
+    match &host.root {
+        Some(root) => Path::new("/").join(real.strip_prefix(root).unwrap_or(real)),
+        None => real.to_path_buf(),
+    }
+}
+
+/// Copies a file's current content into the state directory before it is
+/// replaced or removed: as the original (`remove` puts it back), or as the
+/// last edit someone else made.
+fn keep(
+    host: &Host,
+    store: &mut Store,
+    path: &HostPath,
+    keep: Keep,
+    old: Option<&super::Current>,
+) -> Result<()> {
+    let Some(old) = old else { return Ok(()) };
+    let target = match keep {
+        Keep::Nothing => return Ok(()),
+        Keep::Original => store.original_path(&path.host),
+        Keep::Edited => store.edited_path(&path.host),
+    };
+    // Kept copies may hold secrets (an agent.json with a gossip key):
+    // readable by root only; the recorded mode is what `remove` restores.
+    let dir = target.parent().expect("kept copies live in a directory");
+    let created = files::missing_dirs(dir);
+    files::create_dirs(&created, 0o700, host.root_owner())?;
+    files::write_atomic(&target, &old.content, 0o600, host.root_owner())
+        .with_context(|| format!("cannot keep the current {path} in {}", target.display()))?;
+    if keep == Keep::Original {
+        store.record.files.insert(
+            path.host.clone(),
+            FileEntry {
+                original: Original::Kept {
+                    mode: old.mode,
+                    uid: old.uid,
+                    gid: old.gid,
+                },
+                written: String::new(),
+            },
+        );
+    }
+    Ok(())
+}
+
+fn file(host: &Host, store: &mut Store, op: &FileOp) -> Result<()> {
+    match op {
+        FileOp::Write {
+            path,
+            content,
+            mode,
+            owner,
+            old,
+            keep: k,
+            ..
+        } => {
+            keep(host, store, path, *k, old.as_ref())?;
+            let dir = path
+                .real
+                .parent()
+                .with_context(|| format!("{path} has no parent directory"))?;
+            let created = files::missing_dirs(dir);
+            for d in &created {
+                store.record.dirs.insert(host_path_of(host, d));
+            }
+            let entry = store
+                .record
+                .files
+                .entry(path.host.clone())
+                .or_insert(FileEntry {
+                    original: Original::Absent,
+                    written: String::new(),
+                });
+            entry.written = state::digest(content);
+            save(host, store)?;
+            files::create_dirs(&created, 0o755, host.root_owner())?;
+            files::write_atomic(&path.real, content, *mode, *owner)
+        }
+        FileOp::Chmod { path, mode, .. } => files::set_mode(&path.real, *mode),
+        FileOp::Remove {
+            path, old, keep: k, ..
+        } => {
+            keep(host, store, path, *k, Some(old))?;
+            files::remove_file(&path.real)?;
+            store.record.files.remove(&path.host);
+            save(host, store)
+        }
+        FileOp::Restore {
+            path,
+            original,
+            how,
+            old,
+            keep: k,
+            ..
+        } => {
+            keep(host, store, path, *k, old.as_ref())?;
+            let Original::Kept { mode, uid, gid } = *how else {
+                bail!("{path}: there is no original to restore");
+            };
+            let owner = host.as_root.then_some((uid, gid));
+            files::write_atomic(&path.real, original, mode, owner)?;
+            store.record.files.remove(&path.host);
+            save(host, store)?;
+            // The kept copy has served its purpose.
+            files::remove_file(&store.original_path(&path.host))
+        }
+        FileOp::Dir {
+            path, mode, owner, ..
+        } => {
+            let created = files::missing_dirs(&path.real);
+            if !created.is_empty() {
+                for d in &created {
+                    store.record.dirs.insert(host_path_of(host, d));
+                }
+                save(host, store)?;
+            }
+            files::ensure_dir(&path.real, *mode, *owner)
+        }
+        FileOp::Rmdir { path } => {
+            files::remove_dir(&path.real)?;
+            store.record.dirs.remove(&path.host);
+            save(host, store)
+        }
+        FileOp::Purge { path } => files::remove_tree(&path.real),
+    }
+}
+
+fn unit(host: &Host, store: &mut Store, op: &UnitOp) -> Result<()> {
+    let systemd = host
+        .facts
+        .systemd
+        .ok_or_else(|| anyhow!("cannot {op}: systemd is not running on this host"))?;
+    match op {
+        UnitOp::Enable(unit) => {
+            store.record.enabled_units.insert(unit.to_string());
+            save(host, store)?;
+            systemd.enable(unit)
+        }
+        UnitOp::KeepDisabled(unit) => systemd.disable(unit),
+        UnitOp::Disable(unit) => {
+            systemd.disable(unit)?;
+            store.record.enabled_units.remove(*unit);
+            save(host, store)
+        }
+        UnitOp::Restart(unit) => systemd.restart(unit),
+        UnitOp::ReloadNetworkd => systemd.reload_networkd(),
+    }
+}
+
+fn link(host: &Host, store: &mut Store, op: &LinkOp) -> Result<Option<String>> {
+    let nl = host.facts.netlink()?;
+    let index = |name: &str| -> Result<u32> {
+        match nl.link(name)? {
+            Some(l) => Ok(l.index),
+            None => bail!("link {name} disappeared while nodeprep was configuring it"),
+        }
+    };
+    match op {
+        LinkOp::CreateDummy { name } => {
+            store.record.links.insert(name.clone());
+            save(host, store)?;
+            match nl.create_dummy(name)? {
+                Created::New => Ok(None),
+                Created::AlreadyExisted => {
+                    // The dummy module (or networkd) created it between our
+                    // read and our create: not nodeprep's link after all.
+                    // Verify its kind before anything else touches it.
+                    store.record.links.remove(name);
+                    save(host, store)?;
+                    match nl.link(name)? {
+                        Some(l) if l.kind.as_deref() == Some("dummy") => Ok(Some(format!(
+                            "{name} appeared meanwhile (EEXIST); verified it is a dummy link"
+                        ))),
+                        Some(l) => bail!(
+                            "link {name} appeared meanwhile and is a {}, not dummy: nodeprep never deletes a link it did not create",
+                            l.kind.as_deref().unwrap_or("link without a kind")
+                        ),
+                        None => bail!("link {name}: the kernel reported EEXIST but no such link can be read"),
+                    }
+                }
+            }
+        }
+        LinkOp::AddAddress { name, net } => nl.add_address(name, index(name)?, *net).map(|()| None),
+        LinkOp::DelAddress { name, net } => nl.del_address(name, index(name)?, *net).map(|()| None),
+        LinkOp::SetUp { name } => nl.set_up(name, index(name)?).map(|()| None),
+        LinkOp::Delete { name } => {
+            nl.delete(name, index(name)?)?;
+            store.record.links.remove(name);
+            save(host, store)?;
+            Ok(None)
+        }
+    }
+}
+
+fn container(host: &Host, op: &ContainerOp) -> Result<()> {
+    let docker = host.facts.docker()?;
+    match op {
+        ContainerOp::Pull { image } => {
+            let mut display = progress::Pull::new(image);
+            let result = docker.pull(image, &mut |event| display.event(&event));
+            display.finish(result.is_ok());
+            result
+        }
+        ContainerOp::Create { name, spec } => docker.create(name, spec),
+        ContainerOp::Start { name } => docker.start(name),
+        ContainerOp::Restart { name, .. } => docker.restart(name),
+        ContainerOp::Remove { name, .. } => docker.remove(name),
+    }
+}
+
+/// Lets go of record entries a successful remove made meaningless. Best
+/// effort: the record only makes a later remove more precise.
+pub fn forget(host: &Host, store: &mut Store, entries: &[Forget]) {
+    if entries.is_empty() {
+        return;
+    }
+    let before = store.record.clone();
+    for e in entries {
+        match e {
+            Forget::File(p) => {
+                store.record.files.remove(p);
+            }
+            Forget::Link(l) => {
+                store.record.links.remove(l);
+            }
+            Forget::Unit(u) => {
+                store.record.enabled_units.remove(u);
+            }
+        }
+    }
+    if store.record != before && store.dir.is_dir() {
+        let _ = save(host, store);
+    }
+}
+
+/// After a remove: once nothing is left to undo, the record goes, and with
+/// it the directories nodeprep created that are now empty (its own state
+/// directory included). Copies of files others edited are never deleted:
+/// then the state directory stays. Returns remarks for the report.
+pub fn tidy_state(host: &Host, store: &mut Store) -> Vec<String> {
+    let mut notes = Vec::new();
+    if !store.record.is_empty() || !store.dir.exists() {
+        return notes;
+    }
+    if let Err(e) = files::remove_file(&store.record_path()) {
+        notes.push(format!("{e:#}"));
+        return notes;
+    }
+    let mut dirs: Vec<PathBuf> = store.record.dirs.iter().cloned().collect();
+    for sub in [
+        store.original_path(Path::new("/")),
+        store.edited_path(Path::new("/")),
+    ] {
+        files::remove_empty_tree(&sub);
+    }
+    // Deepest first, so a parent is looked at after its children.
+    dirs.sort_by_key(|d| std::cmp::Reverse(d.components().count()));
+    for dir in dirs {
+        let real = host.path(&dir).real;
+        match files::remove_dir(&real) {
+            Ok(()) => {}
+            Err(_) if real.exists() => {
+                if real == store.dir {
+                    notes.push(format!(
+                        "kept {}: it holds copies of files others had edited",
+                        dir.display()
+                    ));
+                }
+            }
+            Err(_) => {}
+        }
+    }
+    notes
+}

@@ -1,0 +1,161 @@
+//! The host a run works on: the configuration, where its paths live
+//! (`--root`), the facts gathered about it, and nodeprep's record.
+//!
+//! Facts are gathered at most once per run and only when a resource or probe
+//! asks (a run that needs no netlink or Docker opens no socket); every
+//! resource and probe of the run sees the same answer.
+
+use std::cell::OnceCell;
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{anyhow, bail, Result};
+
+use crate::config::{BindAddr, Config};
+use crate::engine::action::HostPath;
+use crate::state::{self, Store};
+use crate::sys::docker::Docker;
+use crate::sys::netlink::Netlink;
+use crate::sys::systemd::Systemd;
+
+pub struct Host {
+    pub cfg: Config,
+    /// `--root DIR`: offline mode; files under DIR, nothing live touched.
+    pub root: Option<PathBuf>,
+    /// Whether files must end up root-owned (true when running as root).
+    pub as_root: bool,
+    pub facts: Facts,
+    /// nodeprep's record, as read at the start of the run.
+    pub store: Store,
+}
+
+/// The bind address and how it was chosen.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BindChoice {
+    pub ip: IpAddr,
+    pub how: String,
+}
+
+pub struct Facts {
+    /// A running systemd; never consulted under `--root`.
+    pub systemd: Option<Systemd>,
+    offline: bool,
+    bind_addr: BindAddr,
+    docker_socket: PathBuf,
+    /// How long to wait for dockerd: `apply` waits, `check` does not.
+    docker_wait: Duration,
+    netlink: OnceCell<Result<Netlink, String>>,
+    bind: OnceCell<Result<BindChoice, String>>,
+    docker: OnceCell<Result<Docker, String>>,
+}
+
+impl Host {
+    pub fn new(cfg: Config, root: Option<PathBuf>, as_root: bool, docker_wait: Duration) -> Host {
+        let offline = root.is_some();
+        let facts = Facts {
+            // Under --root nothing on the live system is touched, services
+            // included.
+            systemd: if offline { None } else { Systemd::detect() },
+            offline,
+            bind_addr: cfg.consul.bind_addr,
+            docker_socket: cfg.docker.socket.as_path().to_path_buf(),
+            docker_wait,
+            netlink: OnceCell::new(),
+            bind: OnceCell::new(),
+            docker: OnceCell::new(),
+        };
+        let state_dir = rebase(root.as_deref(), Path::new(state::STATE_DIR));
+        Host {
+            cfg,
+            root,
+            as_root,
+            facts,
+            store: Store::load(state_dir),
+        }
+    }
+
+    pub fn offline(&self) -> bool {
+        self.root.is_some()
+    }
+
+    /// A managed path as the host names it and as this run reaches it.
+    pub fn path(&self, host: &Path) -> HostPath {
+        HostPath {
+            host: host.to_path_buf(),
+            real: rebase(self.root.as_deref(), host),
+        }
+    }
+
+    /// Owner of managed files: root, when nodeprep runs as root (an
+    /// unprivileged run under `--root` cannot give files away).
+    pub fn root_owner(&self) -> Option<(u32, u32)> {
+        self.as_root.then_some((0, 0))
+    }
+}
+
+impl Facts {
+    pub fn netlink(&self) -> Result<&Netlink> {
+        self.netlink
+            .get_or_init(|| Netlink::connect().map_err(|e| format!("{e:#}")))
+            .as_ref()
+            .map_err(|e| anyhow!("{e}"))
+    }
+
+    /// `consul.bind_addr` resolved: as configured, or with `auto` the
+    /// primary IPv4 address of the interface holding the default route.
+    /// Under `--root` `auto` is an error: an offline tree is usually an image
+    /// for other hosts, and the building host's address would be wrong on
+    /// every one of them.
+    pub fn bind_addr(&self) -> Result<&BindChoice> {
+        self.bind
+            .get_or_init(|| self.choose_bind_addr().map_err(|e| format!("{e:#}")))
+            .as_ref()
+            .map_err(|e| anyhow!("{e}"))
+    }
+
+    fn choose_bind_addr(&self) -> Result<BindChoice> {
+        match self.bind_addr {
+            BindAddr::Addr(ip) => Ok(BindChoice {
+                ip,
+                how: "configured".into(),
+            }),
+            BindAddr::Auto if self.offline => bail!(
+                "consul.bind_addr = \"auto\" is resolved on the live host; set an address to write this file under --root"
+            ),
+            BindAddr::Auto => {
+                let Some(route) = self.netlink()?.default_route()? else {
+                    bail!("no IPv4 default route, so consul.bind_addr = \"auto\" has nothing to choose: set consul.bind_addr to this host's address in the config");
+                };
+                let Some(ip) = route.address else {
+                    bail!(
+                        "the default route's interface {} has no IPv4 address: set consul.bind_addr in the config",
+                        route.ifname
+                    );
+                };
+                Ok(BindChoice {
+                    ip: IpAddr::V4(ip),
+                    how: format!("auto: default route via {}", route.ifname),
+                })
+            }
+        }
+    }
+
+    /// One connection attempt per run, shared by every container resource
+    /// and probe: a dead dockerd is reported for each without waiting twice.
+    pub fn docker(&self) -> Result<&Docker> {
+        self.docker
+            .get_or_init(|| {
+                Docker::connect(&self.docker_socket, self.docker_wait).map_err(|e| format!("{e:#}"))
+            })
+            .as_ref()
+            .map_err(|e| anyhow!("{e}"))
+    }
+}
+
+fn rebase(root: Option<&Path>, path: &Path) -> PathBuf {
+    match root {
+        Some(root) => root.join(state::relative(path)),
+        None => path.to_path_buf(),
+    }
+}
