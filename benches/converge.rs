@@ -110,7 +110,8 @@ fn containers(runs: usize) {
         format!(
             "[consul]\nconfig_dir = \"{d}/consul.d\"\ndata_dir = \"{d}/data\"\nbind_addr = \"192.0.2.10\"\n\
              image = \"nodeprep-test/consul-standin:1\"\ncontainer = \"nodeprep-bench-consul\"\n\
-             [registrator]\nimage = \"nodeprep-test/registrator-standin:1\"\ncontainer = \"nodeprep-bench-registrator\"\n"
+             [registrator]\nimage = \"nodeprep-test/registrator-standin:1\"\ncontainer = \"nodeprep-bench-registrator\"\n\
+             [state]\ndir = \"{d}/state\"\n"
         ),
     )
     .unwrap();

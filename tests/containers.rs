@@ -89,7 +89,8 @@ impl Host {
              client_addr = \"127.0.0.1\"\nhttp_port = {}\ndns_port = {}\n\
              image = \"{}\"\ncontainer = \"{}\"\n{extra_consul}\n\
              [registrator]\nimage = \"{}\"\ncontainer = \"{}\"\n{extra_registrator}\n\
-             [environment]\nfile = \"{d}/environment\"\n{extra_tables}",
+             [environment]\nfile = \"{d}/environment\"\n\
+             [state]\ndir = \"{d}/state\"\n{extra_tables}",
             self.port,
             self.port + 1,
             consul_image,
@@ -111,8 +112,29 @@ impl Host {
         Run::from(out)
     }
 
+    /// `plan`, then `apply`: the apply must do what the plan listed.
     fn apply(&self) -> Run {
-        self.run(&["apply", "--only", ONLY])
+        let plan = self.run(&["plan", "--only", ONLY]);
+        let apply = self.run(&["apply", "--only", ONLY]);
+        common::assert_plan_is_apply(&plan, &apply);
+        apply
+    }
+
+    /// `remove --dry-run`, then `remove`, with `extra` arguments: the remove
+    /// must do what the dry run listed.
+    fn remove(&self, extra: &[&str]) -> Run {
+        let args = |dry: bool| {
+            let mut a = vec!["remove", "--only", ONLY];
+            if dry {
+                a.push("--dry-run");
+            }
+            a.extend_from_slice(extra);
+            a
+        };
+        let dry = self.run(&args(true));
+        let remove = self.run(&args(false));
+        common::assert_plan_is_apply(&dry, &remove);
+        remove
     }
 
     fn check(&self) -> Run {
@@ -325,6 +347,16 @@ fn cluster_setting_change_rewrites_agent_json_and_restarts_consul() {
     let registrator_before = state(&h.registrator);
 
     h.configure("datacenter = \"eu-west\"\nretry_join = [\"10.0.0.10\"]\n");
+    // The restart a config change causes is part of the plan.
+    let plan = h.run(&["plan", "--only", ONLY]);
+    plan.expect_code(2);
+    assert!(
+        status_of(&plan, "consul")
+            .1
+            .contains("would restart container"),
+        "{}",
+        plan.stdout
+    );
     let apply = h.apply();
     apply.expect_code(0);
     assert_eq!(status_of(&apply, "consul-config").0, "changed");
@@ -500,5 +532,65 @@ fn a_crash_looping_registrator_is_reported_by_its_probe() {
     assert!(
         detail.contains("crash-looping") || detail.contains("not running"),
         "{detail}"
+    );
+}
+
+#[test]
+fn remove_deletes_only_labelled_containers_and_keeps_the_data_dir() {
+    if !docker::docker_or_skip() {
+        return;
+    }
+    let h = Host::new("remove");
+    h.apply().expect_code(0);
+    assert_eq!(docker::wait_outcome(&h.consul, WAIT), Outcome::Ready);
+    std::fs::write(h.path("data/node-state"), "kept\n").unwrap();
+    let removed = h.remove(&[]);
+    removed.expect_code(0);
+    for id in ["consul", "registrator", "consul-config"] {
+        assert_eq!(status_of(&removed, id).0, "changed", "{}", removed.stdout);
+    }
+    assert!(docker::inspect_container(&h.consul).is_none());
+    assert!(docker::inspect_container(&h.registrator).is_none());
+    assert!(!h.path("consul.d/interfaces.json").exists());
+    assert!(!h.path("consul.d").exists(), "nodeprep's config dir stayed");
+    assert_eq!(
+        std::fs::read_to_string(h.path("data/node-state")).unwrap(),
+        "kept\n",
+        "the data dir went without --purge-data"
+    );
+    assert!(status_of(&removed, "consul").1.contains("--purge-data"));
+    // Nothing left: a second remove changes nothing.
+    let again = h.remove(&[]);
+    again.expect_code(0);
+    assert_eq!(again.json()["summary"]["changed"], 0, "{}", again.stdout);
+
+    // A consul container nodeprep did not create is reported and left
+    // running; --purge-data takes the data dir.
+    docker::docker_ok(&[
+        "run",
+        "-d",
+        "--name",
+        &h.consul,
+        "--network",
+        "none",
+        "--entrypoint",
+        "/bin/consul-standin",
+        docker::CONSUL_IMAGE,
+        "agent",
+        "-hang",
+    ]);
+    let before = h.inspect(&h.consul)["Id"].clone();
+    let removed = h.remove(&["--purge-data"]);
+    removed.expect_code(0);
+    let (status, detail) = status_of(&removed, "consul");
+    assert_eq!(status, "changed", "{}", removed.stdout);
+    assert!(detail.contains("delete"), "{detail}");
+    assert!(!h.path("data").exists(), "--purge-data kept the data dir");
+    let c = h.inspect(&h.consul);
+    assert_eq!(c["Id"], before, "the unmanaged container was touched");
+    assert!(
+        removed.stdout.contains("is not nodeprep's"),
+        "{}",
+        removed.stdout
     );
 }

@@ -42,6 +42,8 @@ mount --make-rprivate / || exit 90
 mount -t sysfs sysfs /sys || exit 91
 # Make sure the embedded default config applies even if this host has one.
 if [ -d /etc/nodeprep ]; then mount -t tmpfs tmpfs /etc/nodeprep || exit 92; fi
+# nodeprep's record goes to a tmpfs, never into the host's /var/lib.
+mount -t tmpfs tmpfs /var/lib || exit 93
 ip link set lo up
 
 # Does this kernel lack the dummy type? (The whole point of the test.)

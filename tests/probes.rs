@@ -94,7 +94,8 @@ impl Setup {
             format!(
                 "[consul]\nbind_addr = \"{BIND}\"\nconfig_dir = \"{d}/consul.d\"\n\
                  [dnsmasq]\nfile = \"{d}/dnsmasq.conf\"\nresolv_file = \"none\"\n\
-                 [docker]\nsocket = \"{}\"\n[probes]\ntimeout_ms = 1000\n",
+                 [docker]\nsocket = \"{}\"\n[probes]\ntimeout_ms = 1000\n\
+                 [state]\ndir = \"{d}/state\"\n",
                 dead.display()
             ),
         )

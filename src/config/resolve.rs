@@ -24,6 +24,13 @@ pub struct Config {
     pub registrator: Registrator,
     pub probes: Probes,
     pub report: ReportCfg,
+    pub state: State,
+}
+
+/// nodeprep's own record (what `remove` needs to undo `apply`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct State {
+    pub dir: AbsPath,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -195,6 +202,12 @@ impl Config {
         Ok(Config {
             probes: Probes {
                 timeout_ms: file.probes.timeout_ms.map_or(2000, |b| b.0),
+            },
+            state: State {
+                dir: file
+                    .state
+                    .dir
+                    .unwrap_or_else(|| abs(crate::state::STATE_DIR)),
             },
             report: ReportCfg {
                 ttl_secs: file.report.ttl_secs.map_or(7200, |b| b.0),

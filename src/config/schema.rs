@@ -34,6 +34,14 @@ pub struct File {
     pub probes: ProbesFile,
     #[serde(default)]
     pub report: ReportFile,
+    #[serde(default)]
+    pub state: StateFile,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StateFile {
+    pub dir: Option<AbsPath>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -206,7 +206,12 @@ fn link(host: &Host, store: &mut Store, op: &LinkOp) -> Result<Option<String>> {
         LinkOp::CreateDummy { name } => {
             store.record.links.insert(name.clone());
             save(host, store)?;
-            match nl.create_dummy(name)? {
+            let created = nl.create_dummy(name).inspect_err(|_| {
+                // Not created after all: the record must not claim it.
+                store.record.links.remove(name);
+                let _ = save(host, store);
+            })?;
+            match created {
                 Created::New => Ok(None),
                 Created::AlreadyExisted => {
                     // The dummy module (or networkd) created it between our

@@ -65,7 +65,7 @@ impl Host {
             bind: OnceCell::new(),
             docker: OnceCell::new(),
         };
-        let state_dir = rebase(root.as_deref(), Path::new(state::STATE_DIR));
+        let state_dir = rebase(root.as_deref(), cfg.state.dir.as_path());
         Host {
             cfg,
             root,

@@ -248,14 +248,18 @@ pub fn absent(name: &str, observed: Option<&ContainerState>) -> Plan {
             state: format!("{name} absent"),
             ..Plan::default()
         },
-        Some(c) if !c.managed => Plan {
-            state: format!(
-                "{name} is not nodeprep's (no nodeprep.managed label; image {}): left {}",
+        Some(c) if !c.managed => {
+            let left = format!(
+                "container {name} is not nodeprep's (no nodeprep.managed label; image {}): left {}",
                 c.image,
                 if c.running { "running" } else { "as it is" }
-            ),
-            ..Plan::default()
-        },
+            );
+            Plan {
+                state: format!("{name} (image {})", c.image),
+                notes: vec![left],
+                ..Plan::default()
+            }
+        }
         Some(c) => Plan {
             state: format!("{name} ({})", c.image),
             actions: vec![Action::Container(ContainerOp::Remove {
@@ -580,5 +584,18 @@ mod tests {
         for v in variants {
             assert_ne!(v.hash(), base.hash(), "{v:?}");
         }
+    }
+
+    #[test]
+    fn remove_takes_only_labelled_containers() {
+        let p = absent("consul", Some(&state(true, Some("h".into()), true)));
+        assert_eq!(
+            names(&p),
+            vec!["remove container consul (created by nodeprep)"]
+        );
+        let p = absent("consul", Some(&state(false, None, true)));
+        assert!(p.is_empty());
+        assert!(p.notes[0].contains("not nodeprep's"), "{:?}", p.notes);
+        assert!(absent("consul", None).is_empty());
     }
 }
