@@ -54,6 +54,9 @@ const SCENARIO_STEPS: &[&str] = &[
     "bind-auto",
     "dummy-module-autocreate",
     "dnsmasq-missing",
+    "remove-created-link",
+    "remove-keeps-foreign-link",
+    "remove-shared-link",
 ];
 
 /// Steps of tests/vm/selftest-scenario.sh (busybox only) that must PASS.

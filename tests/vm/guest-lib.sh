@@ -188,3 +188,43 @@ expect_addr() {
 expect_no_addr() {
     ! has_addr "$1" "$2" || why "address $2 unexpectedly present on $1"
 }
+
+# ------------------------------------------------------- plan = apply ----
+
+# actions_of FILE: one line "ID [ACTIONS]" per resource of a JSON report
+# that lists actions (the innermost {...} holding an "id", as in
+# res_status; fine for the link and consul-config resources run here).
+actions_of() {
+    grep -o '{[^{}]*"id":"[^"]*"[^{}]*}' "$1" | while IFS= read -r obj; do
+        acts=$(echo "$obj" | grep -o '"actions":\[[^]]*\]')
+        [ -n "$acts" ] || continue
+        echo "$(echo "$obj" | sed -n 's/.*"id":"\([^"]*\)".*/\1/p') $acts"
+    done
+}
+
+# expect_plan_is_apply DRY REAL: the run in REAL did exactly the actions
+# the dry run in DRY listed.
+expect_plan_is_apply() {
+    actions_of "$1" >"/tmp/actions.planned"
+    actions_of "$2" >"/tmp/actions.done"
+    {
+        echo "# planned:"; cat "/tmp/actions.planned"
+        echo "# done:"; cat "/tmp/actions.done"
+    } >>"$STEP_LOG"
+    cmp -s "/tmp/actions.planned" "/tmp/actions.done" ||
+        why "the run did other actions than the plan listed (see the transcript)"
+}
+
+# np_planned VERB ARGS...: `VERB --dry-run` first, then the real VERB with
+# the same ARGS, both --format json; checks plan = apply. (`plan` lists the
+# same actions as `apply --dry-run`, plus diffs, whose braces the JSON
+# scraping above could not take.) Leaves the real run's results in
+# $NP_OUT/$NP_RC.
+np_planned() {
+    local verb=$1
+    shift
+    np --format json "$verb" --dry-run "$@"
+    cp "$NP_OUT" "/tmp/np.planned"
+    np --format json "$verb" "$@"
+    expect_plan_is_apply "/tmp/np.planned" "$NP_OUT"
+}

@@ -42,7 +42,7 @@ step_binary_runs() {
 }
 
 step_fresh_apply() {
-    np --format json apply --only link
+    np_planned apply --only link
     expect_rc 0
     expect_one_json_line
     grep -qF '"command":"apply"' "$NP_OUT" || why 'JSON lacks "command":"apply"'
@@ -73,7 +73,7 @@ step_down_drift() {
     np --format json check --only link
     expect_rc 2
     expect_status link drift
-    np --format json apply --only link
+    np_planned apply --only link
     expect_rc 0
     expect_status link changed
     expect_link_up dummy0
@@ -99,7 +99,7 @@ step_addr_removed() {
     np --format json check --only link
     expect_rc 2
     expect_status link drift
-    np --format json apply --only link
+    np_planned apply --only link
     expect_rc 0
     expect_status link changed
     expect_addr dummy0 "$ADDR"
@@ -184,7 +184,7 @@ step_bind_auto_no_route() {
 step_bind_auto() {
     make_uplink
     run ip route add default via 192.0.2.1 dev uplink
-    np --format json apply --only consul-config
+    np_planned apply --only consul-config
     expect_rc 0
     expect_status consul-config changed
     f=/etc/consul.d/interfaces.json
@@ -227,6 +227,66 @@ step_dnsmasq_missing() {
     [ ! -e /etc/dnsmasq.d/consul.conf ] || why "/etc/dnsmasq.d/consul.conf was written"
 }
 
+# nodeprep creates dummy0 (none exists), remove deletes it again.
+step_remove_created_link() {
+    if link_exists dummy0; then run ip link del dummy0; fi
+    run rmmod dummy
+    load_module dummy numdummies=0
+    ! link_exists dummy0 || why "precondition: dummy0 exists before apply"
+    np_planned apply --only link
+    expect_rc 0
+    expect_link_up dummy0
+    np --format json remove --dry-run --only link
+    expect_rc 2
+    link_exists dummy0 || why "remove --dry-run deleted dummy0"
+    np_planned remove --only link
+    expect_rc 0
+    expect_status link changed
+    ! link_exists dummy0 || why "dummy0 is still there after remove: nodeprep created it"
+    np --format json remove --only link
+    expect_rc 0
+    expect_summary changed 0
+    # The record no longer claims the link (consul-config's files, written
+    # by earlier steps, are still recorded).
+    run cat /var/lib/nodeprep/state.json
+    ! grep -q '"dummy0"' /var/lib/nodeprep/state.json || why "the state record still lists dummy0 after remove deleted it"
+}
+
+# A dummy0 that was there before nodeprep, with an address of its own:
+# remove takes only nodeprep's address and leaves the link and the other
+# address.
+step_remove_keeps_foreign_link() {
+    if link_exists dummy0; then run ip link del dummy0; fi
+    run ip link add dummy0 type dummy
+    run ip addr add "$OTHER" dev dummy0
+    run ip link set dummy0 up
+    np_planned apply --only link
+    expect_rc 0
+    expect_addr dummy0 "$ADDR"
+    np_planned remove --only link
+    expect_rc 0
+    link_exists dummy0 || why "remove deleted a dummy0 nodeprep did not create"
+    expect_addr dummy0 "$OTHER"
+    expect_no_addr dummy0 "$ADDR"
+    expect_output_contains "not created by nodeprep"
+    run ip link del dummy0
+}
+
+# nodeprep's own dummy0, on which someone put another address since: the
+# link stays with that address; only nodeprep's goes.
+step_remove_shared_link() {
+    ! link_exists dummy0 || run ip link del dummy0
+    np_planned apply --only link
+    expect_rc 0
+    run ip addr add "$OTHER" dev dummy0
+    np_planned remove --only link
+    expect_rc 0
+    link_exists dummy0 || why "dummy0 went although it holds $OTHER"
+    expect_addr dummy0 "$OTHER"
+    expect_no_addr dummy0 "$ADDR"
+    run ip link del dummy0
+}
+
 run_step guest-setup step_guest_setup
 run_step binary-runs step_binary_runs
 run_step fresh-apply step_fresh_apply
@@ -243,4 +303,7 @@ run_step bind-auto-no-route step_bind_auto_no_route
 run_step bind-auto step_bind_auto
 run_step dummy-module-autocreate step_dummy_module_autocreate
 run_step dnsmasq-missing step_dnsmasq_missing
+run_step remove-created-link step_remove_created_link
+run_step remove-keeps-foreign-link step_remove_keeps_foreign_link
+run_step remove-shared-link step_remove_shared_link
 scenario_end
