@@ -211,7 +211,7 @@ pub struct Qemu {
     append: String,
     extra: Vec<OsString>,
     timeout: Duration,
-    label: Option<String>,
+    label: String,
 }
 
 impl Qemu {
@@ -225,7 +225,7 @@ impl Qemu {
             append: String::new(),
             extra: Vec::new(),
             timeout: Duration::from_secs(240),
-            label: None,
+            label: String::new(),
         }
     }
 
@@ -266,7 +266,7 @@ impl Qemu {
     /// A name for this boot (`boot 1`) in its problems, its timing line and
     /// the console printout.
     pub fn label(mut self, label: &str) -> Qemu {
-        self.label = Some(label.to_string());
+        self.label = label.to_string();
         self
     }
 
@@ -396,7 +396,8 @@ pub struct Step {
 
 /// One finished boot.
 pub struct Boot {
-    pub label: Option<String>,
+    /// `boot 1`, or empty (see [`Qemu::label`]).
+    pub label: String,
     pub log_path: PathBuf,
     /// The serial console (lines without their `\r`), then qemu's stderr.
     pub log: String,
@@ -413,7 +414,7 @@ impl Boot {
     /// A boot that printed `log` and exited 0: for tests of the parsing.
     pub fn from_log(log: &str) -> Boot {
         Boot {
-            label: None,
+            label: String::new(),
             log_path: PathBuf::from("serial.log"),
             log: log.to_string(),
             lines: log
@@ -429,9 +430,10 @@ impl Boot {
 
     /// `problem`, after `<label>: ` when the boot has a label.
     pub fn tagged(&self, problem: &str) -> String {
-        match &self.label {
-            Some(l) => format!("{l}: {problem}"),
-            None => problem.to_string(),
+        if self.label.is_empty() {
+            problem.to_string()
+        } else {
+            format!("{}: {problem}", self.label)
         }
     }
 
@@ -524,11 +526,11 @@ impl Boot {
     /// The whole console between two rulers: on stdout (shown with a failed
     /// test's output) or straight to stderr ([`note`]).
     pub fn print_console(&self, to_stdout: bool) {
-        let label = self
-            .label
-            .as_ref()
-            .map(|l| format!(", {l}"))
-            .unwrap_or_default();
+        let label = if self.label.is_empty() {
+            String::new()
+        } else {
+            format!(", {}", self.label)
+        };
         let text = format!(
             "===== serial console{label} ({}) =====\n{}\n===== end of serial console{label} =====",
             self.log_path.display(),
@@ -651,7 +653,7 @@ fn step_verdicts() {
         ]
     );
     assert_eq!(boot.qemu_problem(true), None);
-    boot.label = Some("boot 2".into());
+    boot.label = "boot 2".into();
     boot.exited_ok = false;
     boot.status = "exit status: 1".into();
     assert_eq!(boot.qemu_problem(false), None);
