@@ -219,11 +219,11 @@ fn prepare(binary: &Path) -> Result<Prepared, String> {
     Ok(Prepared { dir, disk, timings })
 }
 
-/// Boots the disk once, the serial console into `log_path`. Ends when qemu
-/// exits (the guest powered off or rebooted: -no-reboot) or after the
-/// timeout.
-fn boot(n: u32, disk: &Disk, log_path: &Path) -> Boot {
-    Qemu::new(&disk.kernel, &disk.initrd)
+/// Boot `n` of the disk, its serial console in `serial-boot<n>.log` in
+/// `dir`, and its timing line (to `final_marker`). Ends when qemu exits (the
+/// guest powered off or rebooted: -no-reboot) or after the timeout.
+fn boot(n: u32, disk: &Disk, dir: &Path, final_marker: &str) -> Boot {
+    let boot = Qemu::new(&disk.kernel, &disk.initrd)
         .memory_mb(1024)
         .cpus(2)
         // q35: no floppy controller. On the default "pc" machine cloud-init
@@ -246,7 +246,12 @@ fn boot(n: u32, disk: &Disk, log_path: &Path) -> Boot {
         ))
         .timeout(boot_timeout())
         .label(&format!("boot {n}"))
-        .boot(log_path)
+        .boot(&dir.join(format!("serial-boot{n}.log")));
+    note(&format!(
+        "debian-vm: {}",
+        boot.timing("NODEPREP-BOOT ", final_marker)
+    ));
+    boot
 }
 
 /// Problems of boot `n` (which runs phase `n`): every expected step
@@ -286,22 +291,14 @@ fn debian_vm_full_host() {
     let mut problems = Vec::new();
     let mut boots = Vec::new();
 
-    let boot1 = boot(1, &disk, &dir.join("serial-boot1.log"));
-    note(&format!(
-        "debian-vm: {}",
-        boot1.timing("NODEPREP-BOOT ", REBOOT_MARKER)
-    ));
+    let boot1 = boot(1, &disk, &dir, REBOOT_MARKER);
     problems.extend(verdict(&boot1, 1, PHASE1_STEPS, REBOOT_MARKER));
     // Phase 2 needs phase 1 to have ended with its reboot (the phase file
     // is written just before it).
     let rebooted = boot1.has_line(REBOOT_MARKER);
     boots.push(boot1);
     if rebooted {
-        let boot2 = boot(2, &disk, &dir.join("serial-boot2.log"));
-        note(&format!(
-            "debian-vm: {}",
-            boot2.timing("NODEPREP-BOOT ", END_MARKER)
-        ));
+        let boot2 = boot(2, &disk, &dir, END_MARKER);
         problems.extend(verdict(&boot2, 2, PHASE2_STEPS, END_MARKER));
         boots.push(boot2);
     } else {

@@ -20,6 +20,7 @@
 //! ```
 //!
 //! Needs root and iproute2's `ip` ([`prerequisites`] says which is missing).
+//! Depends on std and nix (a dev-dependency).
 #![allow(dead_code)]
 
 use std::process::{Child, Command, Stdio};
