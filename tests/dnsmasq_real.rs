@@ -12,112 +12,40 @@
 //! domain: a stand-in for the Consul agent's DNS interface.
 
 mod common;
+#[path = "common/netns.rs"]
+mod netns;
 
-use std::process::{Child, Command, Stdio};
+use netns::Netns;
 use std::time::{Duration, Instant};
 
-struct Netns(String);
-
-impl Netns {
-    fn new() -> Netns {
-        let name = format!("nodeprep-dns-{}", std::process::id());
-        let ok = Command::new("ip")
-            .args(["netns", "add", &name])
-            .status()
-            .unwrap()
-            .success();
-        assert!(ok, "ip netns add {name}");
-        let ns = Netns(name);
-        ns.run(&["ip", "link", "set", "lo", "up"]);
-        ns
-    }
-
-    fn cmd(&self, args: &[&str]) -> Command {
-        let mut c = Command::new("ip");
-        c.args(["netns", "exec", &self.0]).args(args);
-        c
-    }
-
-    fn run(&self, args: &[&str]) {
-        let out = self.cmd(args).output().unwrap();
-        assert!(
-            out.status.success(),
-            "{args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-
-    fn spawn(&self, args: &[&str]) -> Killed {
-        Killed(
-            self.cmd(args)
-                .stdout(Stdio::null())
-                .stderr(Stdio::piped())
-                .spawn()
-                .unwrap(),
-        )
-    }
-
-    /// `dig +short` answers, retried until `want` or the deadline.
-    fn dig_until(&self, server: &str, name: &str, want: &str) -> String {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            let out = self
-                .cmd(&[
-                    "dig",
-                    &format!("@{server}"),
-                    name,
-                    "A",
-                    "+short",
-                    "+time=1",
-                    "+tries=1",
-                ])
-                .output()
-                .unwrap();
-            let answer = String::from_utf8_lossy(&out.stdout).trim().to_string();
-            if answer == want || Instant::now() > deadline {
-                return answer;
-            }
-            std::thread::sleep(Duration::from_millis(100));
+/// `dig +short` answers in the namespace, retried until `want` or the
+/// deadline.
+fn dig_until(ns: &Netns, server: &str, name: &str, want: &str) -> String {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let out = ns
+            .command(&[
+                "dig",
+                &format!("@{server}"),
+                name,
+                "A",
+                "+short",
+                "+time=1",
+                "+tries=1",
+            ])
+            .output()
+            .unwrap();
+        let answer = String::from_utf8_lossy(&out.stdout).trim().to_string();
+        if answer == want || Instant::now() > deadline {
+            return answer;
         }
+        std::thread::sleep(Duration::from_millis(100));
     }
-}
-
-impl Drop for Netns {
-    fn drop(&mut self) {
-        let _ = Command::new("ip").args(["netns", "del", &self.0]).status();
-    }
-}
-
-struct Killed(Child);
-
-impl Drop for Killed {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn prerequisites() -> Result<(), String> {
-    if !nix::unistd::geteuid().is_root() {
-        return Err("needs root for ip netns".into());
-    }
-    for tool in ["ip", "dnsmasq", "dig"] {
-        let found = Command::new("sh")
-            .args(["-c", &format!("command -v {tool}")])
-            .stdout(Stdio::null())
-            .status()
-            .unwrap()
-            .success();
-        if !found {
-            return Err(format!("{tool} not installed (tests/setup.sh installs it)"));
-        }
-    }
-    Ok(())
 }
 
 #[test]
 fn dnsmasq_forwards_the_consul_domain_through_nodeprep_file() {
-    if let Err(why) = prerequisites() {
+    if let Err(why) = netns::prerequisites(&["dnsmasq", "dig"]) {
         return common::prerequisite_missing(&why);
     }
     let env = common::TestEnv::new();
@@ -126,7 +54,7 @@ fn dnsmasq_forwards_the_consul_domain_through_nodeprep_file() {
     let tmp = env.dir.path();
     let pid = |n: &str| format!("--pid-file={}", tmp.join(n).display());
 
-    let ns = Netns::new();
+    let ns = Netns::new("dns");
     // Something already on 127.0.0.53:53, as systemd-resolved's stub would be.
     let _stub = ns.spawn(&[
         "dnsmasq",
@@ -149,13 +77,13 @@ fn dnsmasq_forwards_the_consul_domain_through_nodeprep_file() {
         &format!("--conf-file={}", conf.display()),
     ]);
     std::thread::sleep(Duration::from_millis(300));
-    if let Ok(Some(status)) = main.0.try_wait() {
+    if let Ok(Some(status)) = main.child.try_wait() {
         let mut err = String::new();
-        std::io::Read::read_to_string(main.0.stderr.as_mut().unwrap(), &mut err).unwrap();
+        std::io::Read::read_to_string(main.child.stderr.as_mut().unwrap(), &mut err).unwrap();
         panic!("dnsmasq refused nodeprep's file ({status}): {err}");
     }
     // The link address appears (here on lo: the host kernel has no dummy type).
-    ns.run(&["ip", "addr", "add", "169.254.1.1/32", "dev", "lo"]);
+    ns.add_lo_address("169.254.1.1/32");
     // Stand-in for the Consul agent's DNS interface on 169.254.1.1:8600.
     let _agent = ns.spawn(&[
         "dnsmasq",
@@ -172,16 +100,16 @@ fn dnsmasq_forwards_the_consul_domain_through_nodeprep_file() {
     ]);
 
     assert_eq!(
-        ns.dig_until("169.254.1.1", "web.service.consul", "10.1.2.3"),
+        dig_until(&ns, "169.254.1.1", "web.service.consul", "10.1.2.3"),
         "10.1.2.3"
     );
     assert_eq!(
-        ns.dig_until("127.0.0.1", "web.service.consul", "10.1.2.3"),
+        dig_until(&ns, "127.0.0.1", "web.service.consul", "10.1.2.3"),
         "10.1.2.3"
     );
     // The stub's address is still its own: nodeprep's dnsmasq did not take it.
     assert_eq!(
-        ns.dig_until("127.0.0.53", "x.stub.test", "10.9.9.9"),
+        dig_until(&ns, "127.0.0.53", "x.stub.test", "10.9.9.9"),
         "10.9.9.9"
     );
 }

@@ -6,7 +6,7 @@
 //! one is started when none answers; without one the tests fail under CI=true
 //! and are skipped (loudly) elsewhere. The `consul_process_*` tests run the
 //! stand-in as a plain process (no engine needed); the network-namespace one
-//! needs root (same CI=true rule).
+//! needs root, curl and dig (same CI=true rule).
 //!
 //! Containers are named `nodeprep-selftest-<pid>-<n>-<what>`, host network,
 //! restart policy `no` (unless the test is about restarts), removed at the
@@ -14,10 +14,14 @@
 //! gets its own `127.x.y.z` addresses (see [`loopback`]), so tests running at
 //! once never share a port, and nothing is aimed at another host.
 
+mod common;
 #[path = "common/docker.rs"]
 mod docker;
+#[path = "common/netns.rs"]
+mod netns;
 
 use docker::{Containers, Outcome};
+use netns::Netns;
 use serde_json::{json, Value};
 use std::io::{BufRead, ErrorKind, Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -993,16 +997,15 @@ struct Standin {
 }
 
 impl Standin {
-    /// Starts `[prefix..] consul-standin agent ARGS` and waits until it is
-    /// ready or has exited.
-    fn start(prefix: &[&str], args: &[String]) -> Standin {
+    /// Starts `consul-standin agent ARGS` (in `netns` if given) and waits
+    /// until it is ready or has exited.
+    fn start(netns: Option<&Netns>, args: &[String]) -> Standin {
         let bin = standin_bin().to_str().unwrap();
-        let (program, rest) = match prefix {
-            [] => (bin, Vec::new()),
-            [first, more @ ..] => (*first, more.iter().copied().chain([bin]).collect()),
+        let mut command = match netns {
+            Some(ns) => ns.command(&[bin]),
+            None => Command::new(bin),
         };
-        let mut child = Command::new(program)
-            .args(rest)
+        let mut child = command
             .arg("agent")
             .args(args)
             .stdout(Stdio::piped())
@@ -1121,7 +1124,7 @@ fn consul_process_serves_on_configured_ports_and_exits_on_sigterm_while_serving(
         format!("-client={a} {c}"),
         format!("-record={}", record.display()),
     ]);
-    let mut s = Standin::start(&[], &args);
+    let mut s = Standin::start(None, &args);
     let ready = s.ready_line();
     assert!(
         ready.contains(&format!(
@@ -1154,7 +1157,7 @@ fn consul_process_with_hang_and_port_flags() {
     args.extend(["-hang", "-http-port=28500", "-dns-port", "28600"].map(String::from));
     let record = dirs.tmp.path().join("calls.jsonl");
     args.push(format!("-record={}", record.display()));
-    let mut s = Standin::start(&[], &args);
+    let mut s = Standin::start(None, &args);
     assert!(s
         .ready_line()
         .contains("hang=true (accepts and reads, NEVER answers)"));
@@ -1178,7 +1181,7 @@ fn consul_process_bad_flags_exit_2() {
     for bad in ["-http-port=70000", "-hang=perhaps", "-dns-port"] {
         let mut args = dir_args(&dirs);
         args.push(bad.to_string());
-        let mut s = Standin::start(&[], &args);
+        let mut s = Standin::start(None, &args);
         assert_eq!(s.wait_exit(OUTCOME_TIMEOUT), 2, "{bad}: {}", s.text());
         assert!(s.text().contains(docker::ERROR_MARK), "{}", s.text());
     }
@@ -1187,78 +1190,17 @@ fn consul_process_bad_flags_exit_2() {
 // ---------------------------------------------------------------------------
 // In a network namespace (root): the link address and the wildcard.
 
-/// A network namespace with `lo` up, deleted on drop.
-struct Netns(String);
-
-impl Netns {
-    fn new(tag: &str) -> Netns {
-        let name = format!("nodeprep-selftest-{tag}-{}", std::process::id());
-        let _ = Command::new("ip").args(["netns", "del", &name]).output();
-        let out = Command::new("ip")
-            .args(["netns", "add", &name])
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let ns = Netns(name);
-        ns.ok(&["ip", "link", "set", "lo", "up"]);
-        ns
-    }
-
-    fn ok(&self, args: &[&str]) -> String {
-        let out = Command::new("ip")
-            .args(["netns", "exec", &self.0])
-            .args(args)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{args:?}: {}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    }
-}
-
-impl Drop for Netns {
-    fn drop(&mut self) {
-        let _ = Command::new("ip").args(["netns", "del", &self.0]).status();
-    }
-}
-
-fn root_or_skip(what: &str) -> bool {
-    let uid = std::fs::read_to_string("/proc/self/status")
-        .unwrap()
-        .lines()
-        .find_map(|l| l.strip_prefix("Uid:"))
-        .and_then(|l| l.split_whitespace().nth(1).map(str::to_string))
-        .unwrap();
-    if uid == "0" {
-        return true;
-    }
-    if std::env::var("CI").is_ok_and(|v| v == "true") {
-        panic!("prerequisite missing under CI=true: {what} needs root");
-    }
-    eprintln!("SKIPPED (not a pass): {what} needs root");
-    false
-}
-
 #[test]
 fn consul_process_in_a_netns_serves_the_link_address_and_binds_the_wildcard_only_when_told() {
-    if !root_or_skip("ip netns") {
-        return;
+    if let Err(why) = netns::prerequisites(&["curl", "dig"]) {
+        return common::prerequisite_missing(&why);
     }
-    let ns = Netns::new("standin");
+    let ns = Netns::new("selftest-standin");
     let dirs = consul_dirs();
     docker::write_interfaces_json(&dirs.config, "127.0.0.1 169.254.1.1", "192.0.2.10");
-    let prefix = ["ip", "netns", "exec", ns.0.as_str()];
 
     // The link address is not there yet: exit 1, as the real agent.
-    let mut s = Standin::start(&prefix, &dir_args(&dirs));
+    let mut s = Standin::start(Some(&ns), &dir_args(&dirs));
     assert_eq!(s.wait_exit(OUTCOME_TIMEOUT), 1, "{}", s.text());
     assert!(
         s.text().contains(
@@ -1271,9 +1213,9 @@ fn consul_process_in_a_netns_serves_the_link_address_and_binds_the_wildcard_only
 
     // nodeprep's layout: the link address (here on the namespace's lo) and
     // the host's address.
-    ns.ok(&["ip", "addr", "add", "169.254.1.1/32", "dev", "lo"]);
-    ns.ok(&["ip", "addr", "add", "192.0.2.10/32", "dev", "lo"]);
-    let mut s = Standin::start(&prefix, &dir_args(&dirs));
+    ns.add_lo_address("169.254.1.1/32");
+    ns.add_lo_address("192.0.2.10/32");
+    let mut s = Standin::start(Some(&ns), &dir_args(&dirs));
     assert!(
         s.ready_line()
             .contains(" http=127.0.0.1:8500,169.254.1.1:8500 dns=127.0.0.1:8600,169.254.1.1:8600"),
@@ -1281,7 +1223,7 @@ fn consul_process_in_a_netns_serves_the_link_address_and_binds_the_wildcard_only
         s.text()
     );
     for ip in ["169.254.1.1", "127.0.0.1"] {
-        let leader = ns.ok(&[
+        let leader = ns.run_ok(&[
             "curl",
             "-sS",
             "--max-time",
@@ -1289,7 +1231,7 @@ fn consul_process_in_a_netns_serves_the_link_address_and_binds_the_wildcard_only
             &format!("http://{ip}:8500/v1/status/leader"),
         ]);
         assert_eq!(leader, "\"192.0.2.10:8300\"");
-        let a = ns.ok(&[
+        let a = ns.run_ok(&[
             "dig",
             &format!("@{ip}"),
             "-p",
@@ -1302,11 +1244,8 @@ fn consul_process_in_a_netns_serves_the_link_address_and_binds_the_wildcard_only
         assert_eq!(a.trim(), "192.0.2.10");
     }
     // Not on bind_addr: nodeprep's exposure probe relies on that.
-    let out = Command::new("ip")
-        .args([
-            "netns",
-            "exec",
-            &ns.0,
+    let out = ns
+        .command(&[
             "curl",
             "-sS",
             "--max-time",
@@ -1325,14 +1264,14 @@ fn consul_process_in_a_netns_serves_the_link_address_and_binds_the_wildcard_only
     // -client=0.0.0.0: the wildcard, so bind_addr answers too.
     let mut args = dir_args(&dirs);
     args.push("-client=0.0.0.0".into());
-    let mut s = Standin::start(&prefix, &args);
+    let mut s = Standin::start(Some(&ns), &args);
     assert!(
         s.ready_line()
             .contains(" http=0.0.0.0:8500 dns=0.0.0.0:8600"),
         "{}",
         s.text()
     );
-    let me = ns.ok(&[
+    let me = ns.run_ok(&[
         "curl",
         "-sS",
         "--max-time",
@@ -1341,7 +1280,7 @@ fn consul_process_in_a_netns_serves_the_link_address_and_binds_the_wildcard_only
     ]);
     let me: Value = serde_json::from_str(&me).unwrap();
     assert_eq!(me["Member"]["Addr"], "192.0.2.10");
-    let a = ns.ok(&[
+    let a = ns.run_ok(&[
         "dig",
         "@192.0.2.10",
         "-p",

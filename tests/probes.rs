@@ -6,73 +6,17 @@
 //! dummy link type (the VM tiers cover the real link).
 
 mod common;
+#[path = "common/netns.rs"]
+mod netns;
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::Run;
+use netns::{Background, Netns};
 
 const BIND: &str = "192.0.2.10";
-
-struct Netns(String);
-
-impl Netns {
-    fn new(tag: &str) -> Netns {
-        let name = format!("nodeprep-probe-{tag}-{}", std::process::id());
-        assert!(Command::new("ip")
-            .args(["netns", "add", &name])
-            .status()
-            .unwrap()
-            .success());
-        let ns = Netns(name);
-        for args in [
-            &["ip", "link", "set", "lo", "up"][..],
-            &["ip", "addr", "add", "169.254.1.1/32", "dev", "lo"],
-            // The host's routable address (bind_addr), also on loopback here.
-            &["ip", "addr", "add", &format!("{BIND}/32"), "dev", "lo"],
-        ] {
-            let out = ns.cmd(args).output().unwrap();
-            assert!(
-                out.status.success(),
-                "{args:?}: {}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-        }
-        ns
-    }
-
-    fn cmd(&self, args: &[&str]) -> Command {
-        let mut c = Command::new("ip");
-        c.args(["netns", "exec", &self.0]).args(args);
-        c
-    }
-
-    fn spawn(&self, args: &[&str]) -> Proc {
-        Proc(
-            self.cmd(args)
-                .stdout(Stdio::piped())
-                .stderr(Stdio::piped())
-                .spawn()
-                .unwrap(),
-        )
-    }
-}
-
-impl Drop for Netns {
-    fn drop(&mut self) {
-        let _ = Command::new("ip").args(["netns", "del", &self.0]).status();
-    }
-}
-
-struct Proc(Child);
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 /// Temp files: nodeprep's config, the consul config dir, the dnsmasq file.
 struct Setup {
@@ -102,7 +46,12 @@ impl Setup {
         .unwrap();
         let s = Setup {
             dir,
-            ns: Netns::new(tag),
+            // The link address and the host's routable address (bind_addr),
+            // both on the namespace's loopback here.
+            ns: Netns::with_lo_addresses(
+                &format!("probe-{tag}"),
+                &["169.254.1.1/32", &format!("{BIND}/32")],
+            ),
         };
         // nodeprep writes the consul config dir and the dnsmasq file. Live
         // applies take the host-wide lock: this binary's tests take turns.
@@ -134,7 +83,7 @@ impl Setup {
         self.dir.path().join(p)
     }
 
-    fn dnsmasq(&self) -> Proc {
+    fn dnsmasq(&self) -> Background {
         let conf = format!("--conf-file={}", self.path("dnsmasq.conf").display());
         let pid = format!("--pid-file={}", self.path("dnsmasq.pid").display());
         let p = self
@@ -146,7 +95,7 @@ impl Setup {
 
     /// The consul stand-in, reading nodeprep's config dir; extra args such
     /// as `-hang` or `-client=0.0.0.0`. Waits for its ready line.
-    fn agent(&self, extra: &[&str]) -> Proc {
+    fn agent(&self, extra: &[&str]) -> Background {
         let cfg = format!("-config-dir={}", self.path("consul.d").display());
         std::fs::create_dir_all(self.path("data")).unwrap();
         let data = format!("-data-dir={}", self.path("data").display());
@@ -158,7 +107,7 @@ impl Setup {
         // Wait for the ready line on stdout/stderr.
         let deadline = Instant::now() + Duration::from_secs(10);
         let mut out = String::new();
-        let stdout = p.0.stdout.take().unwrap();
+        let stdout = p.child.stdout.take().unwrap();
         let (tx, rx) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
             use std::io::BufRead;
@@ -177,7 +126,7 @@ impl Setup {
                     return p;
                 }
             }
-            if let Ok(Some(st)) = p.0.try_wait() {
+            if let Ok(Some(st)) = p.child.try_wait() {
                 panic!("consul stand-in exited ({st}): {out}");
             }
         }
@@ -188,7 +137,7 @@ impl Setup {
         let start = Instant::now();
         let out = self
             .ns
-            .cmd(&[
+            .command(&[
                 common::BIN,
                 "--config",
                 &self.config(),
@@ -217,20 +166,7 @@ fn standin_bin() -> PathBuf {
 }
 
 fn prerequisites() -> Result<(), String> {
-    if !nix::unistd::geteuid().is_root() {
-        return Err("needs root for ip netns".into());
-    }
-    for tool in ["ip", "dnsmasq"] {
-        if !Command::new("sh")
-            .args(["-c", &format!("command -v {tool}")])
-            .stdout(Stdio::null())
-            .status()
-            .unwrap()
-            .success()
-        {
-            return Err(format!("{tool} not installed (tests/setup.sh installs it)"));
-        }
-    }
+    netns::prerequisites(&["dnsmasq"])?;
     // The stand-in binary is built by the Docker harness script.
     if !standin_bin().exists() {
         let st = Command::new(
@@ -421,7 +357,7 @@ fn apply_reports_probe_drift_but_exits_0_when_converged() {
     };
     // No agent and no dnsmasq: the files are converged, the chain is not up.
     let out =
-        s.ns.cmd(&[
+        s.ns.command(&[
             common::BIN,
             "--config",
             &s.config(),

@@ -4,9 +4,9 @@
 #
 # Usage: tests/vm/boot.sh KERNEL INITRD [TIMEOUT_SECONDS]
 #
-# The Rust test runs qemu itself (same arguments, see vm_kernel.rs) so it
-# can enforce its timeout and keep the log; this script is for debugging a
-# scenario interactively, e.g.:
+# The Rust test runs qemu itself (same arguments, see vm_kernel.rs and
+# tests/common/vm.rs) so it can enforce its timeout and keep the log; this
+# script is for debugging a scenario interactively, e.g.:
 #   tests/vm/build.sh --out /tmp/vm --binary target/x86_64-unknown-linux-gnu/debug/nodeprep
 #   tests/vm/boot.sh /tmp/vm/vmlinuz /tmp/vm/initramfs.cpio
 set -euo pipefail
