@@ -86,7 +86,11 @@ const PHASE2_STEPS: &[&str] = &[
     "apply-after-reboot-noop",
     "drift-detected-and-repaired",
     "repair-with-networkd-active",
+    "remove",
 ];
+
+/// Steps of phase 3 (after `remove` and a reboot), in order.
+const PHASE3_STEPS: &[&str] = &["removed-after-reboot", "apply-again"];
 
 const END_MARKER: &str = "NODEPREP-SCENARIO-END";
 const REBOOT_MARKER: &str = "NODEPREP-REBOOTING";
@@ -298,9 +302,17 @@ fn debian_vm_full_host() {
     let rebooted = boot1.has_line(REBOOT_MARKER);
     boots.push(boot1);
     if rebooted {
-        let boot2 = boot(2, &disk, &dir, END_MARKER);
-        problems.extend(verdict(&boot2, 2, PHASE2_STEPS, END_MARKER));
+        let boot2 = boot(2, &disk, &dir, REBOOT_MARKER);
+        problems.extend(verdict(&boot2, 2, PHASE2_STEPS, REBOOT_MARKER));
+        let rebooted = boot2.has_line(REBOOT_MARKER);
         boots.push(boot2);
+        if rebooted {
+            let boot3 = boot(3, &disk, &dir, END_MARKER);
+            problems.extend(verdict(&boot3, 3, PHASE3_STEPS, END_MARKER));
+            boots.push(boot3);
+        } else {
+            problems.push("boot 3 not attempted: boot 2 did not reach its reboot".into());
+        }
     } else {
         problems.push("boot 2 not attempted: boot 1 did not reach its reboot".into());
     }

@@ -1,5 +1,5 @@
 //! `nodeprep apply --only link` on the HOST kernel, which has no dummy link
-//! type (DESIGN.md section 7): nodeprep must fail (exit 1) and say why,
+//! type (ARCHITECTURE.md, Tests): nodeprep must fail (exit 1) and say why,
 //! naming EOPNOTSUPP and what to do (load the `dummy` module or use a kernel
 //! built with CONFIG_DUMMY).
 //!

@@ -1,7 +1,7 @@
 //! Real-kernel tests of the `link` and `consul-config` resources.
 //!
-//! The development and CI kernels have no dummy link type (DESIGN.md
-//! section 7), so these tests boot Debian's own kernel (the package behind
+//! The development and CI kernels have no dummy link type (ARCHITECTURE.md,
+//! Tests), so these tests boot Debian's own kernel (the package behind
 //! `linux-image-amd64`, which ships `dummy.ko`) under
 //! `qemu-system-x86_64 -accel tcg` with a busybox initramfs holding the
 //! statically linked nodeprep binary. The guest runs

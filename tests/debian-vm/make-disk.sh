@@ -169,6 +169,22 @@ if [ -e "$STAGE/usr/bin/eatmydata" ] && [ ! -e "$STAGE/var/lib/dpkg/info/eatmyda
     rm -f "$STAGE/usr/bin/eatmydata"
 fi
 
+# ------------------------------------------------- before nodeprep ----
+# How the host was before nodeprep touched it, for the scenario's check that
+# `nodeprep remove` puts it back (phase 3).
+PRE=$STAGE/var/lib/nodeprep-test/pre
+install -d -m 0755 "$PRE"
+if [ -e "$STAGE/etc/environment" ]; then
+    cp -p "$STAGE/etc/environment" "$PRE/environment"
+else
+    echo absent >"$PRE/environment.absent"
+fi
+if [ -e "$UNITS/multi-user.target.wants/systemd-networkd.service" ]; then
+    echo enabled >"$PRE/networkd"
+else
+    echo disabled >"$PRE/networkd"
+fi
+
 # --------------------------------------------------------------- image ----
 used_mb=$(du -sm "$STAGE" | cut -f1)
 size_mb=$((used_mb + FREE_MB))

@@ -1,6 +1,6 @@
 #!/bin/bash
 # Build the kernel + initramfs pair used by the real-kernel VM tests
-# (tests/vm_kernel.rs). See DESIGN.md section 7: the development and CI
+# (tests/vm_kernel.rs). See ARCHITECTURE.md, Tests: the development and CI
 # kernels have no dummy link type, so those tests boot Debian's own kernel
 # under qemu TCG with a busybox initramfs.
 #

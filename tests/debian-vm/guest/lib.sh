@@ -144,3 +144,36 @@ wait_for() {
 unit_prop() {
     systemctl show -p "$2" --value "$1" 2>/dev/null
 }
+
+# expect_plan_is_apply DRY REAL: the run whose JSON report is in REAL did
+# exactly the actions the dry run in DRY listed (a failed resource: a
+# prefix of them), resource by resource.
+expect_plan_is_apply() {
+    local got
+    got=$(python3 - "$1" "$2" <<'PY' 2>&1
+import json, sys
+dry, real = (json.load(open(p)) for p in sys.argv[1:3])
+planned = {r["id"]: r.get("actions", []) for r in dry["resources"]}
+bad = []
+for r in real["resources"]:
+    p, d = planned.get(r["id"], []), r.get("actions", [])
+    if (p[:len(d)] != d) if r["status"] == "failed" else (p != d):
+        bad.append("%s: planned %s, did %s" % (r["id"], p, d))
+print("; ".join(bad) or "same")
+PY
+    )
+    echo "# plan = apply: $got" >>"$STEP_LOG"
+    [ "$got" = same ] || why "the run did other actions than the plan listed: $got"
+}
+
+# np_planned VERB ARGS...: `VERB --dry-run ARGS` then `VERB ARGS`, both
+# --format json, checking plan = apply; the real run's results stay in
+# $NP_OUT/$NP_RC.
+np_planned() {
+    local verb=$1
+    shift
+    np --format json "$verb" --dry-run "$@"
+    cp "$NP_OUT" "$RUN_DIR/np.planned"
+    np --format json "$verb" "$@"
+    expect_plan_is_apply "$RUN_DIR/np.planned" "$NP_OUT"
+}

@@ -14,15 +14,17 @@
 # they read the config nodeprep wrote and answer HTTP and DNS where a real
 # agent would, which is what nodeprep's probes ask.
 #
-# Two boots. The phase is kept on the disk in /var/lib/nodeprep-test/phase:
+# Three boots. The phase is kept on the disk in /var/lib/nodeprep-test/phase:
 #   phase 1 (first boot): cloud-init-done, check-all-ok, apply-second-noop,
 #           dnsmasq-chain, container-dns, login-env; then a reboot (the host
 #           runs qemu with -no-reboot, so the guest's reboot ends that qemu,
 #           and the host boots the same disk again: see tests/debian_vm.rs);
 #   phase 2 (second boot): reboot-persists, dnsmasq-after-reboot,
 #           apply-after-reboot-noop, drift-detected-and-repaired,
-#           repair-with-networkd-active; then NODEPREP-SCENARIO-END and
-#           poweroff.
+#           repair-with-networkd-active, remove; then a reboot;
+#   phase 3 (third boot): removed-after-reboot (the host as it was before
+#           nodeprep, per /var/lib/nodeprep-test/pre, made with the disk),
+#           apply-again; then NODEPREP-SCENARIO-END and poweroff.
 # Markers on the serial console: NODEPREP-BOOT, NODEPREP-STEP, NODEPREP-NOTE,
 # NODEPREP-REBOOTING, NODEPREP-SCENARIO-END (see lib.sh).
 
@@ -268,11 +270,11 @@ step_apply_second_noop() {
     if ! diff -u "$RUN_DIR/snap.before" "$RUN_DIR/snap.after" >>"$STEP_LOG"; then
         why "a no-op apply rewrote files (inode or mtime changed; diff above)"
     fi
-    # DESIGN.md section 2: dnsmasq restarted only when the file changed.
+    # dnsmasq is restarted only when its file changed.
     dnsmasq_identity >"$RUN_DIR/dnsmasq.after"
     cmp -s "$RUN_DIR/dnsmasq.before" "$RUN_DIR/dnsmasq.after" ||
         why "a no-op apply restarted dnsmasq ($(cat "$RUN_DIR/dnsmasq.before") -> $(cat "$RUN_DIR/dnsmasq.after"))"
-    # DESIGN.md section 4: restarts no container.
+    # A converged apply restarts no container.
     container_identity >"$RUN_DIR/containers.after"
     if ! diff -u "$RUN_DIR/containers.before" "$RUN_DIR/containers.after" >>"$STEP_LOG"; then
         why "a no-op apply recreated or restarted a container (StartedAt/ID changed; diff above)"
@@ -402,7 +404,7 @@ step_drift_detected_and_repaired() {
     expect_rc 2
     expect_json "$NP_OUT" 'd["summary"]["failed"]' 0
     expect_json "$NP_OUT" "$DRIFTED" "dnsmasq,link,registrator"
-    np --format json apply
+    np_planned apply
     cp "$NP_OUT" "$RUN_DIR/repair.json"
     expect_json "$NP_OUT" 'd["summary"]["failed"]' 0
     expect_json "$NP_OUT" '",".join(sorted(r["id"] for r in d["resources"] if r["status"] == "changed"))' "dnsmasq,link,registrator"
@@ -431,7 +433,7 @@ step_repair_with_networkd_active() {
     np --format json check --no-probes
     expect_rc 2
     expect_json "$NP_OUT" "$DRIFTED" "link,networkd"
-    np --format json apply
+    np_planned apply
     expect_rc 0
     expect_json "$NP_OUT" 'd["summary"]["failed"]' 0
     expect_json "$NP_OUT" '[r["status"] for r in d["resources"] if r["id"] == "link"]' "['changed']"
@@ -448,6 +450,76 @@ step_repair_with_networkd_active() {
     np_until 60 0 --format json check
     expect_rc 0
     expect_all_ok "$NP_OUT"
+}
+
+# `nodeprep remove` undoes the layout, doing what its dry run listed:
+# nodeprep's containers, files, link and units go; dnsmasq is restarted
+# without nodeprep's file; the data dir stays.
+step_remove() {
+    local f t
+    np_planned remove
+    cp "$NP_OUT" "$RUN_DIR/remove.json"
+    expect_rc 0
+    expect_json "$NP_OUT" 'd["summary"]["failed"]' 0
+    expect_json "$NP_OUT" '",".join(r["id"] for r in d["resources"])' \
+        "registrator,consul,environment,consul-config,dnsmasq,networkd,link"
+    run docker ps -a --filter label=nodeprep.managed --format '{{.Names}}'
+    [ -z "$(docker ps -aq --filter label=nodeprep.managed)" ] || why "containers labelled nodeprep.managed are left"
+    for f in "${FILES[@]}"; do
+        [ "$f" = /etc/environment ] && continue
+        [ ! -e "$f" ] || why "$f is still there after remove"
+    done
+    ! ip link show dev dummy0 >/dev/null 2>&1 || why "dummy0 is still there after remove (nodeprep created it)"
+    [ -d /var/lib/consul ] || why "remove deleted the consul data dir (no --purge-data)"
+    t=$(wait_for 20 systemctl is-active --quiet dnsmasq) ||
+        why "dnsmasq is $(systemctl is-active dnsmasq) after remove"
+}
+
+# After remove and a reboot, the host is as it was before nodeprep.
+step_removed_after_reboot() {
+    local pre=$STATE/pre want t f
+    ! ip link show dev dummy0 >/dev/null 2>&1 || why "dummy0 is back after the reboot: $(ip -br addr show dev dummy0 2>&1)"
+    want=$(cat "$pre/networkd")
+    run systemctl is-enabled systemd-networkd || true
+    [ "$(systemctl is-enabled systemd-networkd 2>&1)" = "$want" ] ||
+        why "systemd-networkd is $(systemctl is-enabled systemd-networkd 2>&1), it was $want before nodeprep"
+    t=$(wait_for 20 systemctl is-active --quiet dnsmasq) ||
+        why "dnsmasq is $(systemctl is-active dnsmasq) after the reboot"
+    [ ! -e /etc/dnsmasq.d/consul.conf ] || why "/etc/dnsmasq.d/consul.conf is back"
+    run ss -Hlnu 'sport = :53'
+    ! ss -Hlnu 'sport = :53' | grep -q "$LINK_ADDR:53" || why "dnsmasq still listens on $LINK_ADDR:53"
+    run docker ps -a --no-trunc
+    [ -z "$(docker ps -aq --filter label=nodeprep.managed)" ] || why "containers labelled nodeprep.managed are back"
+    if [ -e "$pre/environment" ]; then
+        run cmp "$pre/environment" /etc/environment
+    else
+        [ ! -e /etc/environment ] || why "/etc/environment exists; it did not before nodeprep"
+    fi
+    [ -d /var/lib/consul ] || why "the consul data dir is gone"
+    [ ! -e /var/lib/nodeprep/state.json ] || why "nodeprep's record is still there: $(cat /var/lib/nodeprep/state.json)"
+    # The drift step of boot 2 edited nodeprep's dnsmasq file: that edit is
+    # kept, never lost.
+    run ls -lR /var/lib/nodeprep
+    grep -q "operator's edit" /var/lib/nodeprep/edited/etc/dnsmasq.d/consul.conf ||
+        why "the operator's edit of the dnsmasq file is not kept in /var/lib/nodeprep/edited"
+    for f in "${FILES[@]}"; do
+        [ "$f" = /etc/environment ] && continue
+        [ ! -e "$f" ] || why "$f is back after the reboot"
+    done
+}
+
+# Applying again converges the host as on first boot.
+step_apply_again() {
+    np_planned apply
+    expect_rc 0
+    expect_json "$NP_OUT" 'd["summary"]["failed"]' 0
+    expect_json "$NP_OUT" '",".join(sorted(r["id"] for r in d["resources"] if r["status"] == "changed"))' \
+        "consul,consul-config,dnsmasq,environment,link,networkd,registrator"
+    dummy0_has_addr || why "dummy0 lacks $LINK_ADDR/32 after apply"
+    np_until 60 0 --format json check
+    expect_rc 0
+    expect_all_ok "$NP_OUT"
+    expect_forwarded "$LINK_ADDR"
 }
 
 # ------------------------------------------------------------- phases ----
@@ -509,6 +581,16 @@ phase2() {
     note_host_state "boot 2 end"
     note_boot_journal "boot 2 end"
     note_container_logs "boot 2 end"
+    run_step remove step_remove
+    note_report "remove" "$RUN_DIR/remove.json"
+}
+
+phase3() {
+    note "boot 3: scenario starts at uptime $(uptime_s)s"
+    note_host_state "boot 3 before nodeprep"
+    run_step removed-after-reboot step_removed_after_reboot
+    run_step apply-again step_apply_again
+    note_host_state "boot 3 end"
 }
 
 mkdir -p "$STATE"
@@ -529,6 +611,13 @@ case $phase in
         ;;
     2)
         phase2
+        echo 3 >"$STATE/phase"
+        sync
+        echo "NODEPREP-REBOOTING uptime=$(uptime_s)"
+        systemctl start reboot.target --job-mode=replace-irreversibly --no-block
+        ;;
+    3)
+        phase3
         echo "done" >"$STATE/phase"
         sync
         scenario_end
