@@ -695,10 +695,10 @@ pub fn http_get_json(addr: std::net::SocketAddr, path: &str) -> std::io::Result<
     let mut c = std::net::TcpStream::connect_timeout(&addr, timeout)?;
     c.set_read_timeout(Some(timeout))?;
     c.set_write_timeout(Some(timeout))?;
-    write!(
-        c,
+    let request = format!(
         "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nUser-Agent: consul-standin\r\n\r\n"
-    )?;
+    );
+    c.write_all(request.as_bytes())?;
     let mut text = Vec::new();
     c.read_to_end(&mut text)?;
     let text = String::from_utf8_lossy(&text);
