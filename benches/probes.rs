@@ -47,7 +47,7 @@ fn main() {
     std::fs::write(
         &config,
         format!(
-            "[consul]\nbind_addr = \"192.0.2.10\"\nconfig_dir = \"{d}/consul.d\"\n[dnsmasq]\nfile = \"{d}/dnsmasq.conf\"\nresolv_file = \"none\"\n"
+            "[consul]\nbind_addr = \"192.0.2.10\"\nconfig_dir = \"{d}/consul.d\"\nrole = \"server\"\nbootstrap_expect = 1\n[dnsmasq]\nfile = \"{d}/dnsmasq.conf\"\nresolv_file = \"none\"\n"
         ),
     )
     .unwrap();

@@ -35,6 +35,10 @@ struct Host {
     /// This test's agent ports (http, http + 1 for DNS), so that stand-ins of
     /// different tests never share a port.
     port: u16,
+    /// This test's link address (`[link] address`) on `lo`: the registrator
+    /// stand-in pings the agent at `consul://<link>:<port>` when it starts,
+    /// as registrator does, so the agent serves there too.
+    link: LinkAddr,
     /// Last: fields drop in order, so the containers are gone before the
     /// next test takes its turn.
     _turn: std::sync::MutexGuard<'static, ()>,
@@ -50,8 +54,10 @@ impl Host {
             .unwrap_or_else(|poisoned| poisoned.into_inner());
         static NEXT_PORT: std::sync::atomic::AtomicU16 = std::sync::atomic::AtomicU16::new(18500);
         let port = NEXT_PORT.fetch_add(10, std::sync::atomic::Ordering::Relaxed);
+        let link = LinkAddr::add(format!("169.254.77.{}", (port - 18500) / 10 + 1));
         let host = Host {
             port,
+            link,
             dir: tempfile::tempdir().unwrap(),
             _containers: containers,
             consul,
@@ -85,12 +91,15 @@ impl Host {
     ) {
         let d = self.dir.path().display();
         let text = format!(
-            "[consul]\nconfig_dir = \"{d}/consul.d\"\ndata_dir = \"{d}/data\"\nbind_addr = \"192.0.2.10\"\n\
-             client_addr = \"127.0.0.1\"\nhttp_port = {}\ndns_port = {}\n\
+            "[link]\naddress = \"{}/32\"\n\
+             [consul]\nconfig_dir = \"{d}/consul.d\"\ndata_dir = \"{d}/data\"\nbind_addr = \"192.0.2.10\"\n\
+             client_addr = \"127.0.0.1 {}\"\nhttp_port = {}\ndns_port = {}\n\
              image = \"{}\"\ncontainer = \"{}\"\n{extra_consul}\n\
              [registrator]\nimage = \"{}\"\ncontainer = \"{}\"\n{extra_registrator}\n\
              [environment]\nfile = \"{d}/environment\"\n\
              [state]\ndir = \"{d}/state\"\n{extra_tables}",
+            self.link.0,
+            self.link.0,
             self.port,
             self.port + 1,
             consul_image,
@@ -143,6 +152,36 @@ impl Host {
 
     fn inspect(&self, name: &str) -> serde_json::Value {
         docker::inspect_container(name).unwrap_or_else(|| panic!("no container {name}"))
+    }
+}
+
+/// A /32 on `lo` for the test's link address (the host has no dummy link
+/// here); removed again when the test ends. Needs root, like the tests that
+/// start containers; without root it is not added (those tests skip).
+struct LinkAddr(String);
+
+impl LinkAddr {
+    fn add(ip: String) -> LinkAddr {
+        let out = Command::new("ip")
+            .args(["addr", "replace", &format!("{ip}/32"), "dev", "lo"])
+            .output();
+        if let Ok(o) = &out {
+            if !o.status.success() && nix::unistd::geteuid().is_root() {
+                panic!(
+                    "ip addr replace {ip}/32 dev lo: {}",
+                    String::from_utf8_lossy(&o.stderr)
+                );
+            }
+        }
+        LinkAddr(ip)
+    }
+}
+
+impl Drop for LinkAddr {
+    fn drop(&mut self) {
+        let _ = Command::new("ip")
+            .args(["addr", "del", &format!("{}/32", self.0), "dev", "lo"])
+            .output();
     }
 }
 
@@ -221,7 +260,7 @@ fn fresh_apply_creates_both_and_a_second_changes_nothing() {
         serde_json::json!([
             "-ip",
             "192.0.2.10",
-            format!("consul://169.254.1.1:{}", h.port)
+            format!("consul://{}:{}", h.link.0, h.port)
         ])
     );
 
@@ -346,7 +385,8 @@ fn cluster_setting_change_rewrites_agent_json_and_restarts_consul() {
     let (id, started) = state(&h.consul);
     let registrator_before = state(&h.registrator);
 
-    h.configure("datacenter = \"eu-west\"\nretry_join = [\"10.0.0.10\"]\n");
+    // A loopback address: the stand-in client polls what retry_join names.
+    h.configure("datacenter = \"eu-west\"\nretry_join = [\"127.0.0.1\"]\n");
     // The restart a config change causes is part of the plan.
     let plan = h.run(&["plan", "--only", ONLY]);
     plan.expect_code(2);
@@ -459,6 +499,11 @@ fn an_unmanaged_container_is_refused_and_left_alone() {
         "agent",
     ]);
     let before = h.inspect(&h.consul)["Id"].clone();
+    // No agent answers at the link address until nodeprep replaces the
+    // unmanaged container: registrator (v7, and its stand-in) exits at
+    // start then, unless told to retry.
+    let retry = "args = [\"-retry-attempts=-1\", \"-retry-interval=200\"]";
+    h.configure_all(docker::CONSUL_IMAGE, "", retry, "");
     let run = h.apply();
     run.expect_code(1);
     let (status, detail) = status_of(&run, "consul");
@@ -474,7 +519,12 @@ fn an_unmanaged_container_is_refused_and_left_alone() {
         "the unmanaged container was touched"
     );
 
-    h.configure("replace_unmanaged = true\n");
+    h.configure_all(
+        docker::CONSUL_IMAGE,
+        "replace_unmanaged = true\n",
+        retry,
+        "",
+    );
     h.apply().expect_code(0);
     assert_ne!(h.inspect(&h.consul)["Id"], before);
     assert_eq!(

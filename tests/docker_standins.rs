@@ -1,8 +1,12 @@
 //! Self-test of the Docker harness (tests/docker/, tests/common/docker.rs) and
 //! of the TEST STAND-INS (standins/: NOT Consul, NOT registrator): each
 //! stand-in stays up when started the way nodeprep must start the real
-//! program, and exits with a reason otherwise; the consul stand-in answers
-//! its small HTTP API and DNS on every client address. Needs a Docker engine:
+//! program, and exits with a reason otherwise (the consul stand-in refuses
+//! what Consul 1.20 refuses and runs as the image's uid 100); the consul
+//! stand-in answers its catalog over HTTP and DNS on every client address;
+//! the registrator stand-in registers a container's published port with it
+//! and deregisters it when the container stops, and exits when the agent
+//! does not answer at start. Needs a Docker engine:
 //! one is started when none answers; without one the tests fail under CI=true
 //! and are skipped (loudly) elsewhere. The `consul_process_*` tests run the
 //! stand-in as a plain process (no engine needed); the network-namespace one
@@ -82,6 +86,8 @@ fn consul_dirs() -> ConsulDirs {
     let data = tmp.path().join("data");
     std::fs::create_dir(&config).unwrap();
     std::fs::create_dir(&data).unwrap();
+    // As nodeprep leaves it: the image's consul user (100:1000) owns it.
+    docker::give_to_consul_user(&data);
     let client = [loopback(), loopback()];
     docker::write_interfaces_json(&config, &client.join(" "), "192.0.2.10");
     ConsulDirs {
@@ -100,6 +106,16 @@ impl ConsulDirs {
     /// Adds a config file beside interfaces.json.
     fn write(&self, name: &str, value: Value) {
         std::fs::write(self.config.join(name), value.to_string()).unwrap();
+    }
+
+    /// nodeprep's agent.json for `role = "server"`, `bootstrap_expect = 1`
+    /// (plus `extra` keys): a single-server cluster, its own leader.
+    fn single_server(&self, extra: Value) {
+        let mut v = json!({"datacenter": "dc1", "server": true, "bootstrap_expect": 1});
+        for (k, x) in extra.as_object().unwrap() {
+            v[k] = x.clone();
+        }
+        self.write("agent.json", v);
     }
 }
 
@@ -163,6 +179,8 @@ fn images_look_like_the_real_ones() {
         serde_json::json!(["agent", "-dev", "-client", "0.0.0.0"])
     );
     assert!(consul["Config"]["Volumes"]["/consul/data"].is_object());
+    // The real image's agent runs as its consul user.
+    assert_eq!(consul["Config"]["User"], "100:1000");
     assert_ne!(
         docker::image_id(docker::CONSUL_IMAGE),
         docker::image_id(docker::CONSUL_IMAGE_2),
@@ -174,10 +192,13 @@ fn images_look_like_the_real_ones() {
         serde_json::json!(["/bin/registrator-standin"])
     );
     assert!(registrator["Config"]["Cmd"].is_null());
+    let workload = docker::inspect_image(docker::WORKLOAD_IMAGE).unwrap();
+    assert!(workload["Config"]["ExposedPorts"].is_null());
     for image in [
         docker::CONSUL_IMAGE,
         docker::CONSUL_IMAGE_2,
         docker::REGISTRATOR_IMAGE,
+        docker::WORKLOAD_IMAGE,
     ] {
         let v = docker::inspect_image(image).unwrap();
         let label = v["Config"]["Labels"]["org.nodeprep.standin"]
@@ -336,10 +357,155 @@ fn consul_exits_1_on_a_missing_or_broken_config_or_an_unwritable_data_dir() {
     );
 
     assert_exited(&no_config, 1, "/consul/config/interfaces.json is missing");
-    assert_exited(&broken, 1, "/consul/config/extra.json is not valid JSON");
+    assert_exited(&broken, 1, "failed to parse /consul/config/extra.json: EOF");
     assert_exited(&missing_field, 1, "bind_addr is missing");
     assert_exited(&read_only, 1, "data dir /consul/data is not writable");
     assert!(!ro.data.join("node-id").exists());
+}
+
+#[test]
+fn consul_refuses_what_consul_1_20_refuses() {
+    if !docker::docker_or_skip() {
+        return;
+    }
+    let c = Containers::new();
+    // (what, file name, content, message)
+    #[rustfmt::skip]
+    let cases = [
+        ("unknown-key", "extra.json", r#"{"datacenter": "dc1", "bogus_key": true}"#,
+         "failed to parse /consul/config/extra.json: 1 error occurred: * invalid config key bogus_key"),
+        ("unknown-port", "agent.json", r#"{"ports": {"http": 8500, "htpps": 1}}"#,
+         "invalid config key ports.htpps"),
+        ("wrong-type", "agent.json", r#"{"server": "yes"}"#,
+         "'server' expected type 'bool', got unconvertible type 'string', value: 'yes'"),
+        ("expect-on-client", "agent.json", r#"{"datacenter": "dc1", "bootstrap_expect": 1}"#,
+         "'bootstrap_expect > 0' requires 'server = true'"),
+        ("bad-encrypt", "agent.json", r#"{"encrypt": "not a gossip key"}"#,
+         "encrypt has invalid key: illegal base64 data at input byte 3"),
+    ];
+    let mut started = Vec::new();
+    for (what, file, content, message) in cases {
+        let dirs = consul_dirs();
+        std::fs::write(dirs.config.join(file), content).unwrap();
+        let name = c.add(&format!("consul-{what}"));
+        run(
+            &name,
+            &[
+                "-v",
+                &volume(&dirs.config, "/consul/config", "ro"),
+                "-v",
+                &volume(&dirs.data, "/consul/data", ""),
+            ],
+            docker::CONSUL_IMAGE,
+            &["agent"],
+        );
+        started.push((name, message, dirs));
+    }
+    // A secret the consul user cannot read (nodeprep makes agent.json
+    // root:1000 0640; root:root 0600 shuts the agent out).
+    use std::os::unix::fs::PermissionsExt;
+    let dirs = consul_dirs();
+    let secret = dirs.config.join("agent.json");
+    std::fs::write(
+        &secret,
+        r#"{"encrypt": "pUqJrVyVRj5jsiYEkM/tFQYfWyJIv4s3XkvDwy7Cu5s="}"#,
+    )
+    .unwrap();
+    std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let name = c.add("consul-unreadable");
+    run(
+        &name,
+        &[
+            "-v",
+            &volume(&dirs.config, "/consul/config", "ro"),
+            "-v",
+            &volume(&dirs.data, "/consul/data", ""),
+        ],
+        docker::CONSUL_IMAGE,
+        &["agent"],
+    );
+    started.push((
+        name,
+        "config: failed to read /consul/config/agent.json: Permission denied",
+        dirs,
+    ));
+    for (name, message, _dirs) in &started {
+        assert_exited(name, 1, message);
+    }
+}
+
+#[test]
+fn consul_runs_as_the_images_consul_user_and_reads_nodeprep_files() {
+    if !docker::docker_or_skip() {
+        return;
+    }
+    let c = Containers::new();
+    let dirs = consul_dirs();
+    // nodeprep's files: interfaces.json root:root 0644, the secret
+    // agent.json root:1000 0640.
+    use std::os::unix::fs::PermissionsExt;
+    dirs.single_server(json!({"encrypt": "pUqJrVyVRj5jsiYEkM/tFQYfWyJIv4s3XkvDwy7Cu5s="}));
+    let secret = dirs.config.join("agent.json");
+    std::os::unix::fs::chown(&secret, Some(0), Some(docker::CONSUL_GID)).unwrap();
+    std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o640)).unwrap();
+    let name = c.add("consul-uid");
+    run(
+        &name,
+        &[
+            "-v",
+            &volume(&dirs.config, "/consul/config", "ro"),
+            "-v",
+            &volume(&dirs.data, "/consul/data", ""),
+        ],
+        docker::CONSUL_IMAGE,
+        &["agent"],
+    );
+    assert_ready(&name);
+    assert_eq!(
+        docker::container_ids(&name),
+        (docker::CONSUL_UID, docker::CONSUL_GID),
+        "{}",
+        docker::logs(&name)
+    );
+    assert!(
+        docker::logs(&name).contains(" uid=100 gid=1000 "),
+        "{}",
+        docker::logs(&name)
+    );
+    use std::os::unix::fs::MetadataExt;
+    let node_id = std::fs::metadata(dirs.data.join("node-id")).unwrap();
+    assert_eq!(
+        (node_id.uid(), node_id.gid()),
+        (docker::CONSUL_UID, docker::CONSUL_GID)
+    );
+    assert_stops_promptly(&name);
+
+    // A data dir left to root (0755): the consul user cannot write it.
+    let root_owned = consul_dirs();
+    std::os::unix::fs::chown(&root_owned.data, Some(0), Some(0)).unwrap();
+    std::fs::set_permissions(&root_owned.data, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let name = c.add("consul-root-data");
+    run(
+        &name,
+        &[
+            "-v",
+            &volume(&root_owned.config, "/consul/config", "ro"),
+            "-v",
+            &volume(&root_owned.data, "/consul/data", ""),
+        ],
+        docker::CONSUL_IMAGE,
+        &["agent"],
+    );
+    assert_exited(
+        &name,
+        1,
+        "data dir /consul/data is not writable (write node-id: Permission denied",
+    );
+    assert!(
+        docker::logs(&name).contains("runs as uid 100 gid 1000"),
+        "{}",
+        docker::logs(&name)
+    );
 }
 
 #[test]
@@ -364,28 +530,158 @@ fn consul_broken_config_under_restart_always_keeps_restarting() {
     }
 }
 
+/// A consul stand-in container that is a single server (its own leader)
+/// on two fresh loopback addresses, default ports; its dirs.
+fn start_consul_server(c: &Containers, what: &str) -> (String, ConsulDirs) {
+    let dirs = consul_dirs();
+    dirs.single_server(json!({"node_name": "standin-node"}));
+    let name = c.add(what);
+    run(
+        &name,
+        &[
+            "-v",
+            &volume(&dirs.config, "/consul/config", "ro"),
+            "-v",
+            &volume(&dirs.data, "/consul/data", ""),
+        ],
+        docker::CONSUL_IMAGE,
+        &["agent"],
+    );
+    assert_ready(&name);
+    (name, dirs)
+}
+
 #[test]
 fn registrator_runs_with_the_docker_socket_ip_and_consul_uri() {
     if !docker::docker_or_skip() {
         return;
     }
     let c = Containers::new();
+    let (_consul, dirs) = start_consul_server(&c, "consul-for-registrator");
+    let uri = format!("consul://{}:8500", dirs.client[0]);
     let name = c.add("registrator-ok");
     let sock = format!("{}:/tmp/docker.sock", docker::DOCKER_SOCKET);
     run(
         &name,
         &["-v", &sock],
         docker::REGISTRATOR_IMAGE,
-        &[
-            "-ip",
-            "192.0.2.10",
-            "-resync=30",
-            "consul://169.254.1.1:8500",
-        ],
+        &["-ip", "192.0.2.10", "-resync=30", &uri],
     );
     assert_ready(&name);
-    assert!(docker::logs(&name).contains("ip=192.0.2.10 registry=consul://169.254.1.1:8500"));
+    let logs = docker::logs(&name);
+    assert!(
+        logs.contains(&format!("ip=192.0.2.10 registry={uri}")),
+        "{logs}"
+    );
+    // v7's start: it pings the agent, names the leader, then syncs.
+    assert!(logs.contains("Connecting to backend (0/0)"), "{logs}");
+    assert!(logs.contains(r#"leader="192.0.2.10:8300""#), "{logs}");
+    assert!(logs.contains("Listening for Docker events ..."), "{logs}");
     assert_stops_promptly(&name);
+}
+
+#[test]
+fn registrator_registers_a_published_port_and_deregisters_it_when_the_container_stops() {
+    if !docker::docker_or_skip() {
+        return;
+    }
+    let c = Containers::new();
+    let (consul, dirs) = start_consul_server(&c, "consul-catalog");
+    let api = format!("{}:8500", dirs.client[0]);
+    let dns = &dirs.client[1];
+    let registrator = c.add("registrator-catalog");
+    let sock = format!("{}:/tmp/docker.sock", docker::DOCKER_SOCKET);
+    run(
+        &registrator,
+        &["-v", &sock],
+        docker::REGISTRATOR_IMAGE,
+        &["-ip", "192.0.2.10", &format!("consul://{api}")],
+    );
+    assert_ready(&registrator);
+    // Host networking with a published port, as registrator's docs say to
+    // do it (the port is not bound: host networking ignores -p, registrator
+    // reads HostConfig.PortBindings).
+    let web = c.add("web");
+    let t = Instant::now();
+    run(
+        &web,
+        &[
+            "-p",
+            "18080:8080",
+            "-e",
+            "SERVICE_NAME=web",
+            "-e",
+            "SERVICE_TAGS=blue,v2",
+        ],
+        docker::WORKLOAD_IMAGE,
+        &[],
+    );
+    let hostname = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap();
+    let id = format!("{}:{web}:8080", hostname.trim());
+    let entry = docker::wait_for("web in the catalog", Duration::from_secs(10), || {
+        let v = get_json(&api, "/v1/catalog/service/web");
+        v.as_array().and_then(|a| a.first().cloned())
+    });
+    eprintln!("registered {:?} after docker run", t.elapsed());
+    assert!(
+        t.elapsed() < Duration::from_secs(5),
+        "took {:?}",
+        t.elapsed()
+    );
+    assert_eq!(entry["ServiceID"], id.as_str(), "{entry}");
+    assert_eq!(entry["ServiceAddress"], "192.0.2.10");
+    assert_eq!(entry["ServicePort"], 18080);
+    assert_eq!(entry["ServiceTags"], json!(["blue", "v2"]));
+    assert_eq!(entry["Node"], "standin-node");
+    assert_eq!(
+        get_json(&api, "/v1/health/service/web?passing")[0]["Service"]["ID"],
+        id.as_str()
+    );
+    assert_eq!(dig_short(dns, 8600, "web.service.consul"), ["192.0.2.10"]);
+    assert_eq!(
+        dig_short(dns, 8600, "blue.web.service.consul"),
+        ["192.0.2.10"]
+    );
+    let (_, srv) = dig(dns, 8600, "web.service.consul", &["SRV", "+short"]);
+    assert_eq!(srv.trim(), "1 1 18080 standin-node.node.dc1.consul.");
+    // consul and registrator themselves run with host networking and no
+    // published port: nothing registered for them.
+    let services = get_json(&api, "/v1/catalog/services");
+    assert_eq!(services["web"], json!(["blue", "v2"]), "{services}");
+    assert_eq!(services["consul"], json!([]), "{services}");
+    for image_name in ["consul-standin", "registrator-standin"] {
+        assert!(
+            services.get(image_name).is_none(),
+            "{image_name} registered: {services}; {}",
+            docker::logs(&registrator)
+        );
+    }
+    let logs = docker::logs(&registrator);
+    assert!(logs.contains("added: ") && logs.contains(&id), "{logs}");
+
+    let t = Instant::now();
+    docker::docker_ok(&["stop", "-t", "10", &web]);
+    docker::wait_for("web deregistered", Duration::from_secs(10), || {
+        (get_json(&api, "/v1/catalog/service/web") == json!([])).then_some(())
+    });
+    eprintln!("deregistered {:?} after docker stop", t.elapsed());
+    let (_, out) = dig(dns, 8600, "web.service.consul", &[]);
+    assert!(out.contains("status: NXDOMAIN"), "{out}");
+    assert!(
+        docker::logs(&registrator).contains("removed: "),
+        "{}",
+        docker::logs(&registrator)
+    );
+
+    // Started again: registered again (a `start` event).
+    docker::docker_ok(&["start", &web]);
+    docker::wait_for("web registered again", Duration::from_secs(10), || {
+        get_json(&api, "/v1/catalog/service/web")
+            .as_array()
+            .and_then(|a| a.first().cloned())
+    });
+    assert_stops_promptly(&registrator);
+    assert_stops_promptly(&consul);
 }
 
 #[test]
@@ -396,6 +692,12 @@ fn registrator_exits_without_a_usable_socket_or_with_wrong_arguments() {
     let c = Containers::new();
     let sock = format!("{}:/tmp/docker.sock", docker::DOCKER_SOCKET);
     let good = ["-ip", "192.0.2.10", "consul://169.254.1.1:8500"];
+    // Nothing listens there: the ping at start fails.
+    let silent = format!("{}:8500", loopback());
+    let silent_uri = format!("consul://{silent}");
+    let refused = format!(
+        "Get \"http://{silent}/v1/status/leader\": dial tcp {silent}: connect: connection refused"
+    );
 
     let not_a_socket = tempfile::NamedTempFile::new().unwrap();
     let file_mount = volume(not_a_socket.path(), "/tmp/docker.sock", "");
@@ -409,11 +711,12 @@ fn registrator_exits_without_a_usable_socket_or_with_wrong_arguments() {
         ("no-socket", vec![], good.to_vec(), 1, "/tmp/docker.sock: No such file"),
         ("file-socket", vec!["-v", &file_mount], good.to_vec(), 1, "exists but is not a socket"),
         ("dead-socket", vec!["-v", &dead_mount], good.to_vec(), 1, "Connection refused"),
-        ("no-args", vec!["-v", &sock], vec![], 1, "Missing required argument for registry URI"),
+        ("no-consul", vec!["-v", &sock], vec!["-ip", "192.0.2.10", &silent_uri], 1, &refused),
+        ("no-args", vec!["-v", &sock], vec![], 2, "Missing required argument for registry URI"),
         ("no-ip", vec!["-v", &sock], vec!["consul://169.254.1.1:8500"], 1, "-ip <IPv4> is missing"),
-        ("ip-after-uri", vec!["-v", &sock], vec!["consul://169.254.1.1:8500", "-ip", "192.0.2.10"], 1, "Extra unparsed arguments"),
+        ("ip-after-uri", vec!["-v", &sock], vec!["consul://169.254.1.1:8500", "-ip", "192.0.2.10"], 2, "Extra unparsed arguments"),
         ("ipv6", vec!["-v", &sock], vec!["-ip", "2001:db8::1", "consul://169.254.1.1:8500"], 1, "is not an IPv4 address"),
-        ("etcd-uri", vec!["-v", &sock], vec!["-ip", "192.0.2.10", "etcd://127.0.0.1:2379"], 1, "does not start with consul://"),
+        ("etcd-uri", vec!["-v", &sock], vec!["-ip", "192.0.2.10", "etcd://127.0.0.1:2379"], 1, "unrecognized adapter: etcd://127.0.0.1:2379"),
         ("unknown-flag", vec!["-v", &sock], vec!["-bogus", "-ip", "192.0.2.10", "consul://169.254.1.1:8500"], 2, "flag provided but not defined: -bogus"),
     ];
     // Start them all, then collect: the checks take milliseconds each, the
@@ -429,6 +732,9 @@ fn registrator_exits_without_a_usable_socket_or_with_wrong_arguments() {
     for (name, (_, _, _, code, message)) in names.iter().zip(&cases) {
         assert_exited(name, *code, message);
     }
+    // v7's backend loop: one try by default.
+    let logs = docker::logs(&names[3]);
+    assert_eq!(logs.matches("Connecting to backend").count(), 1, "{logs}");
 }
 
 #[test]
@@ -556,8 +862,9 @@ fn record_summary(lines: &[Value]) -> Vec<String> {
 }
 
 /// Exercises the whole API and DNS of a stand-in serving `addrs` (its
-/// bind_addr 192.0.2.10, node `node`, datacenter `dc`, server), with
-/// `record` its -record file. Used for a container and a plain process.
+/// bind_addr 192.0.2.10, node `node`, datacenter `dc`, a single server, so
+/// its own leader), with `record` its -record file. Used for a container and
+/// a plain process.
 fn exercise_api_and_dns(
     addrs: &[String],
     http_port: u16,
@@ -596,7 +903,7 @@ fn exercise_api_and_dns(
         json!({"nodeprep": {
             "Node": node, "CheckID": "nodeprep", "Name": "nodeprep", "Status": "critical",
             "Notes": "nodeprep check --report-consul", "Output": "",
-            "ServiceID": "", "ServiceName": "", "Type": "ttl"}})
+            "ServiceID": "", "ServiceName": "", "ServiceTags": [], "Type": "ttl"}})
     );
     let update = r#"{"Status":"passing","Output":"9 ok"}"#;
     assert_eq!(
@@ -668,34 +975,122 @@ fn exercise_api_and_dns(
     );
     assert_eq!(checks["disk"]["Name"], "disk space");
     // Anything else: 404; a known path with another method: 405.
-    assert_eq!(http(&a, "GET", "/v1/agent/services", "").0, 404);
+    assert_eq!(http(&a, "GET", "/v1/agent/selfish", "").0, 404);
     assert_eq!(http(&a, "GET", "/v1/kv/x", "").0, 404);
     assert_eq!(
         http(&a, "POST", "/v1/agent/check/register", register).0,
         405
     );
 
+    // Services, as registrator registers them; the catalog and health views.
+    let web = r#"{"ID":"web-1","Name":"web","Tags":["v1"],"Port":8080}"#;
+    let db = r#"{"Name":"db","Address":"192.0.2.99","Port":5432,"Check":{"TTL":"1h","Status":"passing"}}"#;
+    assert_eq!(
+        http(&a, "PUT", "/v1/agent/service/register", web),
+        (200, String::new())
+    );
+    assert_eq!(http(&b, "PUT", "/v1/agent/service/register", db).0, 200);
+    assert_eq!(
+        get_json(&b, "/v1/catalog/services"),
+        json!({"consul": [], "db": [], "web": ["v1"]})
+    );
+    let entry = &get_json(&a, "/v1/catalog/service/web")[0];
+    for (k, v) in [
+        ("Node", json!(node)),
+        ("Address", json!("192.0.2.10")),
+        ("Datacenter", json!(dc)),
+        ("ServiceID", json!("web-1")),
+        ("ServiceName", json!("web")),
+        ("ServiceAddress", json!("")),
+        ("ServicePort", json!(8080)),
+        ("ServiceTags", json!(["v1"])),
+    ] {
+        assert_eq!(entry[k], v, "{k}: {entry}");
+    }
+    assert_eq!(
+        get_json(&a, "/v1/agent/services")["db"]["Address"],
+        "192.0.2.99"
+    );
+    // The critical node check "by-name" counts for every service of the
+    // node: none passes, and DNS leaves them all out (Consul's rule).
+    assert_eq!(get_json(&a, "/v1/health/service/web?passing"), json!([]));
+    let health = get_json(&a, "/v1/health/service/db");
+    let ids: Vec<&str> = health[0]["Checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["CheckID"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        ids,
+        ["serfHealth", "by-name", "disk", "nodeprep", "service:db"]
+    );
+    let (_, out) = dig(&addrs[0], dns_port, "web.service.consul", &[]);
+    assert!(out.contains("status: NXDOMAIN"), "{out}");
+    assert_eq!(
+        http(&a, "PUT", "/v1/agent/check/deregister/by-name", "").0,
+        200
+    );
+    // A warning node check still lets them through DNS, not ?passing.
+    assert_eq!(get_json(&a, "/v1/health/service/db?passing"), json!([]));
+    assert_eq!(
+        get_json(&a, "/v1/health/service/db")
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
+
     // DNS on every client address, through a real client (dig).
     for ip in addrs {
         assert_eq!(
             dig_short(ip, dns_port, "web.service.consul"),
-            ["192.0.2.10"]
+            ["192.0.2.10"],
+            "no service address: the node's"
         );
         assert_eq!(
             dig_short(ip, dns_port, &format!("{node}.node.consul")),
             ["192.0.2.10"]
         );
+        // A server: Consul's leader registers the consul service for it.
+        assert_eq!(
+            dig_short(ip, dns_port, "consul.service.consul"),
+            ["192.0.2.10"]
+        );
     }
     let ip = &addrs[0];
+    assert_eq!(dig_short(ip, dns_port, "db.service.consul"), ["192.0.2.99"]);
     assert_eq!(
-        dig_short(ip, dns_port, "primary.DB.Service.Consul."),
+        dig_short(ip, dns_port, "V1.Web.Service.Consul."),
         ["192.0.2.10"]
     );
     assert_eq!(
         dig_short(ip, dns_port, &format!("web.service.{dc}.consul")),
         ["192.0.2.10"]
     );
-    // The full answer: authoritative, TTL 0, the question echoed.
+    let (code, out) = dig(ip, dns_port, "_web._tcp.service.consul", &["SRV", "+short"]);
+    assert_eq!(code, 0);
+    assert_eq!(out.trim(), format!("1 1 8080 {node}.node.{dc}.consul."));
+    // The full SRV answer: the target's A record in the additional section.
+    let (_, out) = dig(ip, dns_port, "db.service.consul", &["SRV"]);
+    assert!(
+        out.contains("ANSWER: 1, AUTHORITY: 0, ADDITIONAL: 1"),
+        "{out}"
+    );
+    let extra: Vec<&str> = out
+        .lines()
+        .skip_while(|l| !l.contains("ADDITIONAL SECTION"))
+        .nth(1)
+        .unwrap_or("")
+        .split_whitespace()
+        .collect();
+    let target = format!("c0000263.addr.{dc}.consul.");
+    assert_eq!(
+        extra,
+        [target.as_str(), "0", "IN", "A", "192.0.2.99"],
+        "{out}"
+    );
+    // The full A answer: authoritative, TTL 0, the question echoed.
     let (code, out) = dig(ip, dns_port, "web.service.consul", &[]);
     assert_eq!(code, 0, "{out}");
     assert!(out.contains("status: NOERROR"), "{out}");
@@ -713,8 +1108,11 @@ fn exercise_api_and_dns(
         ["web.service.consul.", "0", "IN", "A", "192.0.2.10"],
         "{out}"
     );
-    // Not served: NXDOMAIN. A name that exists asked for AAAA: NODATA.
+    // Not registered, not served: NXDOMAIN. A name that exists asked for
+    // AAAA: NODATA.
     for name in [
+        "nope.service.consul",
+        "v2.web.service.consul",
         "web.query.consul",
         "other-node.node.consul",
         "example.com",
@@ -732,6 +1130,14 @@ fn exercise_api_and_dns(
     // Without EDNS too.
     let (_, out) = dig(ip, dns_port, "web.service.consul", &["+noedns", "+short"]);
     assert_eq!(out.trim(), "192.0.2.10");
+    // Deregistered: gone from the catalog and DNS.
+    assert_eq!(
+        http(&a, "PUT", "/v1/agent/service/deregister/web-1", "").0,
+        200
+    );
+    assert_eq!(get_json(&b, "/v1/catalog/service/web"), json!([]));
+    let (_, out) = dig(ip, dns_port, "web.service.consul", &[]);
+    assert!(out.contains("status: NXDOMAIN"), "{out}");
 
     // The record file: every request, in order, as made.
     let lines = record_lines(record);
@@ -760,9 +1166,21 @@ fn exercise_api_and_dns(
             "PUT /v1/agent/check/pass/nodeprep?note=all+good -> 200",
             "PUT /v1/agent/check/pass/nope -> 404",
             "GET /v1/agent/checks -> 200",
-            "GET /v1/agent/services -> 404",
+            "GET /v1/agent/selfish -> 404",
             "GET /v1/kv/x -> 404",
             "POST /v1/agent/check/register -> 405",
+            "PUT /v1/agent/service/register -> 200",
+            "PUT /v1/agent/service/register -> 200",
+            "GET /v1/catalog/services -> 200",
+            "GET /v1/catalog/service/web -> 200",
+            "GET /v1/agent/services -> 200",
+            "GET /v1/health/service/web?passing -> 200",
+            "GET /v1/health/service/db -> 200",
+            "PUT /v1/agent/check/deregister/by-name -> 200",
+            "GET /v1/health/service/db?passing -> 200",
+            "GET /v1/health/service/db -> 200",
+            "PUT /v1/agent/service/deregister/web-1 -> 200",
+            "GET /v1/catalog/service/web -> 200",
         ]
         .map(String::from),
     );
@@ -773,8 +1191,9 @@ fn exercise_api_and_dns(
         .collect();
     assert_eq!(http_lines, expected);
     let dns_lines: Vec<&String> = summary.iter().filter(|l| l.starts_with("DNS ")).collect();
+    assert_eq!(dns_lines[0], "DNS web.service.consul. A -> 3 []");
     assert_eq!(
-        dns_lines[0],
+        dns_lines[1],
         r#"DNS web.service.consul. A -> 0 ["192.0.2.10"]"#
     );
     assert!(
@@ -782,7 +1201,7 @@ fn exercise_api_and_dns(
         "{dns_lines:#?}"
     );
     assert!(
-        dns_lines.contains(&&r#"DNS primary.DB.Service.Consul. A -> 0 ["192.0.2.10"]"#.to_string()),
+        dns_lines.contains(&&r#"DNS V1.Web.Service.Consul. A -> 0 ["192.0.2.10"]"#.to_string()),
         "{dns_lines:#?}"
     );
 }
@@ -801,12 +1220,10 @@ fn consul_container_serves_http_and_dns_on_every_client_address() {
     }
     let c = Containers::new();
     let dirs = consul_dirs();
-    dirs.write(
-        "agent.json",
-        json!({"datacenter": "eu-west", "server": true, "node_name": "standin-node"}),
-    );
+    dirs.single_server(json!({"datacenter": "eu-west", "node_name": "standin-node"}));
     let record_dir = dirs.tmp.path().join("record");
     std::fs::create_dir(&record_dir).unwrap();
+    docker::give_to_consul_user(&record_dir);
     let name = c.add("consul-serving");
     run(
         &name,
@@ -825,7 +1242,7 @@ fn consul_container_serves_http_and_dns_on_every_client_address() {
     let logs = docker::logs(&name);
     assert!(
         logs.contains(
-            r#"node_name="standin-node" datacenter="eu-west" domain="consul" server=true"#
+            r#"node_name="standin-node" datacenter="eu-west" domain="consul" server=true bootstrap_expect=1"#
         ),
         "{logs}"
     );
@@ -1109,7 +1526,7 @@ fn dir_args(dirs: &ConsulDirs) -> Vec<String> {
 fn consul_process_serves_on_configured_ports_and_exits_on_sigterm_while_serving() {
     let dirs = consul_dirs();
     // Ports from the config (as nodeprep writes them), node name from the
-    // hostname, server from the flag, one address from -client.
+    // hostname, a single server from the flags, one address from -client.
     let [a, b] = dirs.client.clone();
     let c = loopback();
     dirs.write(
@@ -1121,6 +1538,7 @@ fn consul_process_serves_on_configured_ports_and_exits_on_sigterm_while_serving(
     let mut args = dir_args(&dirs);
     args.extend([
         "-server".to_string(),
+        "-bootstrap-expect=1".to_string(),
         format!("-client={a} {c}"),
         format!("-record={}", record.display()),
     ]);
@@ -1198,6 +1616,7 @@ fn consul_process_in_a_netns_serves_the_link_address_and_binds_the_wildcard_only
     let ns = Netns::new("selftest-standin");
     let dirs = consul_dirs();
     docker::write_interfaces_json(&dirs.config, "127.0.0.1 169.254.1.1", "192.0.2.10");
+    dirs.single_server(json!({}));
 
     // The link address is not there yet: exit 1, as the real agent.
     let mut s = Standin::start(Some(&ns), &dir_args(&dirs));
@@ -1285,7 +1704,7 @@ fn consul_process_in_a_netns_serves_the_link_address_and_binds_the_wildcard_only
         "@192.0.2.10",
         "-p",
         "8600",
-        "web.service.consul",
+        "consul.service.consul",
         "+short",
         "+time=1",
         "+tries=1",

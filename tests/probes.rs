@@ -37,6 +37,7 @@ impl Setup {
             dir.path().join("nodeprep.toml"),
             format!(
                 "[consul]\nbind_addr = \"{BIND}\"\nconfig_dir = \"{d}/consul.d\"\n\
+                 role = \"server\"\nbootstrap_expect = 1\n\
                  [dnsmasq]\nfile = \"{d}/dnsmasq.conf\"\nresolv_file = \"none\"\n\
                  [docker]\nsocket = \"{}\"\n[probes]\ntimeout_ms = 1000\n\
                  [state]\ndir = \"{d}/state\"\n",

@@ -1,30 +1,53 @@
 //! The Consul agent STAND-IN (`consul-standin`). It is NOT Consul: it runs no
-//! Raft and no gossip, and answers only the few API calls and DNS questions
-//! nodeprep asks, always as a one-node, one-server cluster. It checks what
-//! the real `hashicorp/consul` image would need from nodeprep, then serves
-//! until SIGTERM:
+//! Raft and no gossip. It checks what the real `hashicorp/consul` image
+//! would check of nodeprep's setup, then serves a one-node catalog until
+//! SIGTERM:
 //!
 //! 1. the command is `agent` (anything else: exit 2), without `-dev` (the
 //!    image's default CMD is a dev server; nodeprep must always pass its own
 //!    agent command: exit 2);
-//! 2. the config dir (default `/consul/config`, `-config-dir` overrides, as the
-//!    real image's entrypoint passes `-config-dir=/consul/config`) exists; every
-//!    `*.json` in it, and every `-config-file`, is a JSON object;
-//!    `interfaces.json` is there with string `client_addr` and `bind_addr`,
-//!    each a space-separated list of IP addresses (a single one for bind_addr)
-//!    or a go-sockaddr template (`{{ ... }}`, accepted unchecked); else exit 1;
-//! 3. the data dir (default `/consul/data`, `-data-dir` overrides) can be
+//! 2. [`config`]: the config dir (default `/consul/config`, `-config-dir`
+//!    overrides, as the real image's entrypoint passes
+//!    `-config-dir=/consul/config`) is read like Consul reads it: every
+//!    `*.json` file in lexical order, then each `-config-file`; a file that
+//!    cannot be read, is not a JSON object, has a key Consul 1.20 does not
+//!    know or a value of the wrong type: exit 1 with Consul's message. The
+//!    stand-in also requires nodeprep's `interfaces.json` with string
+//!    `client_addr` and `bind_addr` (space-separated IP addresses, one for
+//!    bind_addr, or a go-sockaddr template, accepted unchecked);
+//! 3. Consul's semantic checks that matter to nodeprep
+//!    (`agent/config/builder.go`, `builder.validate`): `'bootstrap_expect >
+//!    0' requires 'server = true'`, `bootstrap_expect cannot be N. Must be
+//!    greater than or equal to zero`, `'bootstrap = true' requires 'server =
+//!    true'`, `'bootstrap_expect > 0' and 'bootstrap = true' are mutually
+//!    exclusive`, `encrypt has invalid key: illegal base64 data at input
+//!    byte N`, and memberlist's `key size must be 16, 24 or 32 bytes`: exit 1;
+//! 4. the data dir (default `/consul/data`, `-data-dir` overrides) can be
 //!    written: it writes `node-id` there (kept if it holds a UUID already, like
-//!    the real agent; rewritten through a temp file either way); else exit 1;
-//! 4. [`serve`]: on EVERY client address (`client_addr`, `-client`
+//!    the real agent; rewritten through a temp file either way); else exit 1.
+//!    In its image the stand-in runs as uid 100, gid 1000 (the real image's
+//!    `consul` user), so unreadable config files and a data dir it cannot
+//!    write fail the way they fail the real agent;
+//! 5. [`serve`]: on EVERY client address (`client_addr`, `-client`
 //!    overrides; `0.0.0.0` is the wildcard, anything else is bound as given)
 //!    it listens for HTTP on the HTTP port and for DNS over UDP on the DNS
 //!    port; a bind that fails (the address is on no interface, the port is
 //!    taken) or a template client_addr: exit 1. The `ready:` line comes only
 //!    once all are bound and names them.
 //!
-//! What it answers: [`api`] (HTTP) and [`dns`]. Settings, each flag overriding
-//! the merged config files as in the real agent:
+//! What it answers: [`api`] (HTTP) and [`dns`]. Who leads: [`api::Leader`].
+//! A server with `bootstrap_expect = 1` (or `bootstrap = true`) leads
+//! itself from the start. A client "joins" by polling, once a second, the
+//! HTTP API of every literal IP address in `retry_join` (on this agent's own
+//! HTTP port: real Consul joins over Serf on 8301, which the stand-in does
+//! not speak): the first that answers `/v1/status/leader` with a leader
+//! becomes its leader, and that server's `consul` instances its own. Host
+//! names and cloud auto-join strings in `retry_join` are never looked up.
+//! The client connects to every such address: give it only loopback or
+//! network-namespace addresses in tests.
+//!
+//! Settings, each flag overriding the merged config files as in the real
+//! agent:
 //!
 //! | setting | flag | config key | default |
 //! |---|---|---|---|
@@ -34,6 +57,8 @@
 //! | datacenter | `-datacenter` | `datacenter` | `dc1` |
 //! | DNS domain | `-domain` | `domain` | `consul` |
 //! | server | `-server` | `server` | false |
+//! | bootstrap_expect | `-bootstrap-expect` | `bootstrap_expect` | 0 |
+//! | retry_join | `-retry-join` (repeatable, before the files') | `retry_join` | none |
 //!
 //! Test knobs (no real agent has them): `-record=<file>` appends one JSON line
 //! per HTTP request and DNS query; `-hang` accepts connections and reads
@@ -43,6 +68,7 @@
 //! over, so a broken config shows as drift (RestartCount grows).
 
 pub mod api;
+pub mod config;
 pub mod dns;
 pub mod http;
 pub mod server;
@@ -51,6 +77,8 @@ use crate::{signals, split_flag, Banner, Exit};
 use serde_json::{Map, Value};
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
 
 pub const BANNER: Banner = Banner("consul-standin (test stand-in, NOT Consul)");
 
@@ -83,6 +111,10 @@ pub struct Args {
     pub domain: Option<String>,
     /// `-server` (Go bool flag: `-server`, `-server=true`, `-server=false`).
     pub server: Option<bool>,
+    /// `-bootstrap-expect`.
+    pub bootstrap_expect: Option<i64>,
+    /// `-retry-join`, in order (they come before the config files' entries).
+    pub retry_join: Vec<String>,
     /// Stand-in knob `-record=<file>`: one JSON line per request and query.
     pub record: Option<PathBuf>,
     /// Stand-in knob `-hang`: accept and read, never answer.
@@ -137,6 +169,8 @@ pub fn parse(args: &[String]) -> Result<Args, Exit> {
         datacenter: None,
         domain: None,
         server: None,
+        bootstrap_expect: None,
+        retry_join: Vec::new(),
         record: None,
         hang: false,
         raw: rest.to_vec(),
@@ -171,6 +205,8 @@ pub fn parse(args: &[String]) -> Result<Args, Exit> {
                 | "node"
                 | "datacenter"
                 | "domain"
+                | "bootstrap-expect"
+                | "retry-join"
                 | "record"
         );
         if !takes_value {
@@ -197,6 +233,12 @@ pub fn parse(args: &[String]) -> Result<Args, Exit> {
             "node" => out.node = Some(value),
             "datacenter" => out.datacenter = Some(value),
             "domain" => out.domain = Some(value),
+            "bootstrap-expect" => {
+                out.bootstrap_expect = Some(value.parse().map_err(|_| {
+                    Exit::usage(format!("invalid value {value:?} for -bootstrap-expect"))
+                })?)
+            }
+            "retry-join" => out.retry_join.push(value),
             "record" => out.record = Some(value.into()),
             _ => unreachable!(),
         }
@@ -221,6 +263,9 @@ pub struct Agent {
     /// As configured (`dns::normalize_domain` lowercases and trims dots).
     pub domain: String,
     pub server: bool,
+    pub bootstrap_expect: i64,
+    /// Flags' entries first, then the files', as Consul merges slices.
+    pub retry_join: Vec<String>,
     pub http_port: u16,
     pub dns_port: u16,
 }
@@ -280,17 +325,44 @@ pub fn prepare(args: Args) -> Result<Agent, Exit> {
         (Some(d), _) | (None, Some(d)) => d,
         (None, None) => DEFAULT_DOMAIN.to_string(),
     };
-    let server = match (args.server, config.get("server")) {
-        (Some(b), _) => b,
-        (None, None | Some(Value::Null)) => false,
-        (None, Some(Value::Bool(b))) => *b,
-        (None, Some(other)) => {
-            return Err(Exit::env(format!(
-                "config key server must be a boolean, got {}",
-                kind(other)
-            )))
+    let bool_key = |key: &str| config::scalar(config.get(key)).and_then(Value::as_bool);
+    let server = args.server.or(bool_key("server")).unwrap_or(false);
+    let bootstrap = bool_key("bootstrap").unwrap_or(false);
+    let bootstrap_expect = args.bootstrap_expect.unwrap_or_else(|| {
+        config::scalar(config.get("bootstrap_expect"))
+            .and_then(Value::as_f64)
+            .map(|n| n as i64)
+            .unwrap_or(0)
+    });
+    // builder.validate's checks, in its order.
+    if bootstrap && !server {
+        return Err(Exit::env("'bootstrap = true' requires 'server = true'"));
+    }
+    if bootstrap_expect < 0 {
+        return Err(Exit::env(format!(
+            "bootstrap_expect cannot be {bootstrap_expect}. Must be greater than or equal to zero"
+        )));
+    }
+    if bootstrap_expect > 0 && !server {
+        return Err(Exit::env("'bootstrap_expect > 0' requires 'server = true'"));
+    }
+    if bootstrap_expect > 0 && bootstrap {
+        return Err(Exit::env(
+            "'bootstrap_expect > 0' and 'bootstrap = true' are mutually exclusive",
+        ));
+    }
+    if let Some(key) = config::scalar(config.get("encrypt")).and_then(Value::as_str) {
+        if !key.is_empty() {
+            config::check_encrypt(key).map_err(Exit::env)?;
         }
-    };
+    }
+    let mut retry_join = args.retry_join.clone();
+    if let Some(Value::Array(items)) = config.get("retry_join") {
+        retry_join.extend(items.iter().filter_map(|v| v.as_str().map(str::to_string)));
+    }
+    // A lone server with bootstrap = true elects itself like
+    // bootstrap_expect = 1.
+    let bootstrap_expect = if bootstrap { 1 } else { bootstrap_expect };
     let http_port = match args.http_port {
         Some(p) => p,
         None => port("http")?.unwrap_or(DEFAULT_HTTP_PORT),
@@ -310,6 +382,8 @@ pub fn prepare(args: Args) -> Result<Agent, Exit> {
         datacenter,
         domain,
         server,
+        bootstrap_expect,
+        retry_join,
         http_port,
         dns_port,
     })
@@ -327,21 +401,30 @@ fn hostname() -> String {
 fn load_config(dir: &Path, extra_files: &[PathBuf]) -> Result<Map<String, Value>, Exit> {
     let entries = std::fs::read_dir(dir).map_err(|e| {
         Exit::env(format!(
-            "cannot read config dir {}: {e} (is the host's /etc/consul.d bind-mounted there?)",
-            dir.display()
+            "config: Open failed on {}. {e} (is the host's /etc/consul.d bind-mounted there, readable by uid {}?)",
+            dir.display(),
+            ids().0
         ))
     })?;
     let mut files: Vec<PathBuf> = Vec::new();
     for entry in entries {
-        let entry = entry.map_err(|e| Exit::env(format!("reading {}: {e}", dir.display())))?;
+        let entry = entry
+            .map_err(|e| Exit::env(format!("config: Readdir failed on {}. {e}", dir.display())))?;
         let path = entry.path();
+        // Consul follows symlinks and skips sub-directories.
+        if path.is_dir() {
+            continue;
+        }
         match path.extension().and_then(|e| e.to_str()) {
             Some("json") => files.push(path),
             Some("hcl") => eprintln!(
-                "{BANNER}: warning: ignoring {} (the stand-in does not parse HCL)",
+                "{BANNER}: warning: ignoring {} (Consul would parse it; the stand-in reads JSON only)",
                 path.display()
             ),
-            _ => {}
+            _ => eprintln!(
+                "{BANNER}: warning: skipping file {}, extension must be .hcl or .json, or config format must be set",
+                path.display()
+            ),
         }
     }
     files.sort();
@@ -362,26 +445,58 @@ fn load_config(dir: &Path, extra_files: &[PathBuf]) -> Result<Map<String, Value>
     let mut merged = Map::new();
     for path in files.iter().chain(extra_files) {
         let object = read_json_object(path)?;
+        let findings = config::check_object(&object);
+        for w in &findings.warnings {
+            eprintln!("{BANNER}: warning: {}: {w}", path.display());
+        }
+        if let Some(e) = config::file_error(&path.display().to_string(), &findings) {
+            return Err(Exit::env(e));
+        }
         if *path == interfaces {
             check_interfaces(path, &object)?;
         }
-        merged.extend(object);
+        config::merge(&mut merged, object);
     }
     Ok(merged)
 }
 
+/// This process's real uid and gid (from /proc: std has no getuid).
+pub fn ids() -> (u32, u32) {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let field = |name: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|l| l.split_whitespace().next())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(u32::MAX)
+    };
+    (field("Uid:"), field("Gid:"))
+}
+
 fn read_json_object(path: &Path) -> Result<Map<String, Value>, Exit> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| Exit::env(format!("cannot read {}: {e}", path.display())))?;
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        let (uid, gid) = ids();
+        Exit::env(format!(
+            "config: failed to read {}: {e} (the agent runs as uid {uid} gid {gid})",
+            path.display()
+        ))
+    })?;
     match serde_json::from_str::<Value>(&text) {
         Ok(Value::Object(map)) => Ok(map),
         Ok(other) => Err(Exit::env(format!(
-            "{} is JSON but not an object (got {})",
+            "failed to parse {}: json: cannot unmarshal {} into Go value of type map[string]interface {{}}",
             path.display(),
-            kind(&other)
+            match other {
+                Value::Array(_) => "array",
+                Value::String(_) => "string",
+                Value::Number(_) => "number",
+                Value::Bool(_) => "bool",
+                _ => "null",
+            }
         ))),
         Err(e) => Err(Exit::env(format!(
-            "{} is not valid JSON: {e}",
+            "failed to parse {}: {e} (not valid JSON)",
             path.display()
         ))),
     }
@@ -442,8 +557,10 @@ fn check_addresses(value: &str, single: bool) -> Result<(), String> {
 /// data dir is caught on every start.
 fn write_node_id(dir: &Path) -> Result<String, Exit> {
     let fail = |what: &str, e: std::io::Error| {
+        let (uid, gid) = ids();
         Exit::env(format!(
-            "data dir {} is not writable ({what}: {e}); is a writable host dir bind-mounted there?",
+            "data dir {} is not writable ({what}: {e}); the agent runs as uid {uid} gid {gid}: \
+             is a host dir it can write bind-mounted there?",
             dir.display()
         ))
     };
@@ -480,9 +597,14 @@ fn new_uuid() -> std::io::Result<String> {
 /// them on threads (see [`server`]); returns the bound addresses. A bind that
 /// fails is exit 1, as for the real agent.
 pub fn serve(agent: &Agent) -> Result<server::Served, Exit> {
+    serve_shared(agent).map(|(served, _)| served)
+}
+
+/// [`serve`], also returning the state the threads share.
+pub fn serve_shared(agent: &Agent) -> Result<(server::Served, Arc<server::Shared>), Exit> {
     let ips = server::client_ips(&agent.client_addr)?;
     let recorder = server::Recorder::open(agent.args.record.as_deref())?;
-    let shared = server::Shared {
+    let shared = Arc::new(server::Shared {
         api: api::Api::new(api::Facts {
             node_name: agent.node_name.clone(),
             node_id: agent.node_id.clone(),
@@ -493,13 +615,101 @@ pub fn serve(agent: &Agent) -> Result<server::Served, Exit> {
         zone: dns::Zone {
             domain: dns::normalize_domain(&agent.domain),
             datacenter: agent.datacenter.to_ascii_lowercase(),
-            node: agent.node_name.to_ascii_lowercase(),
-            addr: agent.bind_addr.parse().ok(),
         },
         recorder,
         hang: agent.args.hang,
-    };
-    server::start(&ips, agent.http_port, agent.dns_port, shared)
+    });
+    if agent.server && agent.bootstrap_expect == 1 {
+        // A single-server cluster: it elects itself at once.
+        let addr = shared.api.own_server_addr();
+        shared.api.set_leader(api::Leader {
+            addr,
+            ..api::Leader::default()
+        });
+    }
+    let served = server::start(&ips, agent.http_port, agent.dns_port, shared.clone())?;
+    if !agent.server {
+        let targets = join_targets(&agent.retry_join);
+        if !targets.is_empty() {
+            let (api_state, port) = (shared.clone(), agent.http_port);
+            std::thread::spawn(move || loop {
+                api_state.api.set_leader(poll_join(&targets, port));
+                std::thread::sleep(JOIN_INTERVAL);
+            });
+        }
+    }
+    Ok((served, shared))
+}
+
+/// How often a client polls its `retry_join` servers.
+pub const JOIN_INTERVAL: Duration = Duration::from_secs(1);
+
+/// The literal IP addresses of `retry_join` (an optional port is dropped:
+/// it is Serf's, not HTTP's). Names and cloud auto-join strings are skipped
+/// with a warning: the stand-in never resolves anything.
+pub fn join_targets(retry_join: &[String]) -> Vec<IpAddr> {
+    let mut out = Vec::new();
+    for entry in retry_join {
+        let ip = entry
+            .parse::<IpAddr>()
+            .ok()
+            .or_else(|| entry.parse::<std::net::SocketAddr>().ok().map(|a| a.ip()));
+        match ip {
+            Some(ip) => out.push(ip),
+            None => eprintln!(
+                "{BANNER}: warning: retry_join {entry:?} is not an IP address: the stand-in never \
+                 resolves names or cloud auto-join strings, it will not join it"
+            ),
+        }
+    }
+    out
+}
+
+/// One round of "joining": the first target whose HTTP API (on `port`)
+/// names a leader, with its `consul` catalog entries; else no leader.
+pub fn poll_join(targets: &[IpAddr], port: u16) -> api::Leader {
+    for &ip in targets {
+        let addr = std::net::SocketAddr::new(ip, port);
+        let Ok(leader) = http_get_json(addr, "/v1/status/leader") else {
+            continue;
+        };
+        let Some(leader) = leader.as_str().filter(|l| !l.is_empty()) else {
+            continue;
+        };
+        let remote_consul = match http_get_json(addr, "/v1/catalog/service/consul") {
+            Ok(Value::Array(items)) => items,
+            _ => Vec::new(),
+        };
+        return api::Leader {
+            addr: leader.to_string(),
+            remote_consul,
+        };
+    }
+    api::Leader::default()
+}
+
+/// A GET with short timeouts, the body parsed as JSON.
+pub fn http_get_json(addr: std::net::SocketAddr, path: &str) -> std::io::Result<Value> {
+    use std::io::{Read, Write};
+    let timeout = Duration::from_secs(2);
+    let mut c = std::net::TcpStream::connect_timeout(&addr, timeout)?;
+    c.set_read_timeout(Some(timeout))?;
+    c.set_write_timeout(Some(timeout))?;
+    let request = format!(
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nUser-Agent: consul-standin\r\n\r\n"
+    );
+    c.write_all(request.as_bytes())?;
+    let mut text = Vec::new();
+    c.read_to_end(&mut text)?;
+    let text = String::from_utf8_lossy(&text);
+    let bad = |why: &str| std::io::Error::new(std::io::ErrorKind::InvalidData, why.to_string());
+    let (head, body) = text
+        .split_once("\r\n\r\n")
+        .ok_or_else(|| bad("no header end"))?;
+    if !head.starts_with("HTTP/1.1 200") && !head.starts_with("HTTP/1.0 200") {
+        return Err(bad(head.lines().next().unwrap_or("")));
+    }
+    serde_json::from_str(body).map_err(|e| bad(&e.to_string()))
 }
 
 fn join(addrs: &[std::net::SocketAddr]) -> String {
@@ -514,10 +724,11 @@ fn join(addrs: &[std::net::SocketAddr]) -> String {
 pub fn run(args: &[String]) -> Result<(), Exit> {
     println!("{BANNER}: starting with args {args:?}");
     let agent = prepare(parse(args)?)?;
-    let served = serve(&agent)?;
+    let (served, shared) = serve_shared(&agent)?;
     println!(
         "{BANNER}: ready: client_addr={:?} bind_addr={:?} node_id={} config_dir={} data_dir={} config_keys={:?} \
-         node_name={:?} datacenter={:?} domain={:?} server={} http={} dns={}{}{}",
+         node_name={:?} datacenter={:?} domain={:?} server={} bootstrap_expect={} retry_join={:?} \
+         leader={:?} uid={} gid={} http={} dns={}{}{}",
         agent.client_addr,
         agent.bind_addr,
         agent.node_id,
@@ -528,6 +739,11 @@ pub fn run(args: &[String]) -> Result<(), Exit> {
         agent.datacenter,
         agent.domain,
         agent.server,
+        agent.bootstrap_expect,
+        agent.retry_join,
+        shared.api.leader().addr,
+        ids().0,
+        ids().1,
         join(&served.http),
         join(&served.dns),
         match &agent.args.record {
@@ -623,7 +839,7 @@ mod tests {
         std::fs::write(dir.join("zz.json"), "{").unwrap();
         let err = load_config(&dir, &[]).unwrap_err();
         assert!(
-            err.message.contains("zz.json is not valid JSON"),
+            err.message.contains("failed to parse ") && err.message.contains("zz.json: EOF"),
             "{}",
             err.message
         );
@@ -773,6 +989,11 @@ mod tests {
             "serve",
             r#"{"client_addr": "127.0.0.1 127.0.0.2", "bind_addr": "192.0.2.10"}"#,
         );
+        std::fs::write(
+            d.0.join("config/agent.json"),
+            r#"{"server": true, "bootstrap_expect": 1}"#,
+        )
+        .unwrap();
         let record = d.0.join("record.jsonl");
         let agent = prepare(d.args(&[
             "-http-port=0",
@@ -815,6 +1036,164 @@ mod tests {
         assert_eq!(lines[2]["proto"], "dns");
         assert_eq!(lines[2]["name"], "unit-node.node.consul.");
         assert_eq!(lines[2]["answers"], serde_json::json!(["192.0.2.10"]));
+    }
+
+    #[test]
+    fn consul_validation_of_the_merged_config() {
+        let d = Dirs::new(
+            "validate",
+            r#"{"client_addr": "127.0.0.1", "bind_addr": "192.0.2.10"}"#,
+        );
+        let agent_json = |text: &str| std::fs::write(d.0.join("config/agent.json"), text).unwrap();
+        let refused = |text: &str, extra: &[&str]| {
+            agent_json(text);
+            let e = prepare(d.args(extra)).unwrap_err();
+            assert_eq!(e.code, 1, "{text}");
+            e.message
+        };
+        // Consul's own messages (agent/config/builder.go).
+        assert_eq!(
+            refused(r#"{"bootstrap_expect": 1}"#, &[]),
+            "'bootstrap_expect > 0' requires 'server = true'"
+        );
+        assert_eq!(
+            refused(
+                r#"{"server": true, "bootstrap_expect": 1}"#,
+                &["-server=false"]
+            ),
+            "'bootstrap_expect > 0' requires 'server = true'"
+        );
+        assert_eq!(
+            refused(r#"{"server": true, "bootstrap_expect": -1}"#, &[]),
+            "bootstrap_expect cannot be -1. Must be greater than or equal to zero"
+        );
+        assert_eq!(
+            refused(r#"{"bootstrap": true}"#, &[]),
+            "'bootstrap = true' requires 'server = true'"
+        );
+        assert_eq!(
+            refused(r#"{"encrypt": "this is not a valid key"}"#, &[]),
+            "encrypt has invalid key: illegal base64 data at input byte 4"
+        );
+        assert!(refused(r#"{"encrypt": "c2hvcnQ="}"#, &[])
+            .contains("key size must be 16, 24 or 32 bytes"));
+        let e = refused(r#"{"datacenter": "dc1", "bogus": true}"#, &[]);
+        assert!(
+            e.ends_with("agent.json: 1 error occurred: * invalid config key bogus"),
+            "{e}"
+        );
+        assert!(e.starts_with("failed to parse "), "{e}");
+        let e = refused(r#"{"server": "yes"}"#, &[]);
+        assert!(
+            e.contains("'server' expected type 'bool', got unconvertible type 'string'"),
+            "{e}"
+        );
+        assert!(refused("[1]", &[]).contains("cannot unmarshal array"));
+
+        // nodeprep's server file; files merge in lexical order; slices append.
+        agent_json(
+            r#"{"datacenter":"dc1","server":true,"bootstrap_expect":1,"retry_join":["192.0.2.1"]}"#,
+        );
+        std::fs::write(
+            d.0.join("config/zz-extra.json"),
+            r#"{"datacenter":"dc2","retry_join":["192.0.2.2"]}"#,
+        )
+        .unwrap();
+        let a = prepare(d.args(&["-retry-join=192.0.2.3"])).unwrap();
+        assert_eq!(
+            (a.server, a.bootstrap_expect, a.datacenter.as_str()),
+            (true, 1, "dc2")
+        );
+        assert_eq!(a.retry_join, ["192.0.2.3", "192.0.2.1", "192.0.2.2"]);
+        std::fs::remove_file(d.0.join("config/zz-extra.json")).unwrap();
+        // A -config-file comes after the dir's files.
+        let extra = d.0.join("extra.json");
+        std::fs::write(
+            &extra,
+            r#"{"node_name": "from-flag-file", "ports": {"nope": 1}}"#,
+        )
+        .unwrap();
+        let e = prepare(d.args(&[&format!("-config-file={}", extra.display())])).unwrap_err();
+        assert!(
+            e.message.contains("invalid config key ports.nope"),
+            "{}",
+            e.message
+        );
+        std::fs::write(&extra, r#"{"node_name": "from-flag-file"}"#).unwrap();
+        let a = prepare(d.args(&[&format!("-config-file={}", extra.display())])).unwrap();
+        assert_eq!(a.node_name, "from-flag-file");
+    }
+
+    #[test]
+    fn a_client_joins_a_standin_server_through_retry_join() {
+        let srv = Dirs::new(
+            "join-server",
+            r#"{"client_addr": "127.0.0.1", "bind_addr": "192.0.2.20"}"#,
+        );
+        std::fs::write(
+            srv.0.join("config/agent.json"),
+            r#"{"server": true, "bootstrap_expect": 1, "node_name": "srv"}"#,
+        )
+        .unwrap();
+        let server = prepare(srv.args(&["-http-port=0", "-dns-port=0"])).unwrap();
+        let (served, server_state) = serve_shared(&server).unwrap();
+        assert_eq!(server_state.api.leader().addr, "192.0.2.20:8300");
+        let port = served.http[0].port();
+
+        // A server waiting for two more: no leader.
+        std::fs::write(
+            srv.0.join("config/agent.json"),
+            r#"{"server": true, "bootstrap_expect": 3}"#,
+        )
+        .unwrap();
+        let waiting = prepare(srv.args(&["-http-port=0", "-dns-port=0"])).unwrap();
+        let (w, _) = serve_shared(&waiting).unwrap();
+        assert_eq!(http_get_json(w.http[0], "/v1/status/leader").unwrap(), "");
+
+        let ip: IpAddr = "127.0.0.1".parse().unwrap();
+        let leader = poll_join(&[ip], port);
+        assert_eq!(leader.addr, "192.0.2.20:8300");
+        assert_eq!(leader.remote_consul[0]["Node"], "srv");
+        assert_eq!(leader.remote_consul[0]["Address"], "192.0.2.20");
+        // Nothing listening, or a server without a leader: no leader.
+        assert_eq!(poll_join(&[ip], w.http[0].port()), api::Leader::default());
+        let unused = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let dead = unused.local_addr().unwrap().port();
+        drop(unused);
+        assert_eq!(poll_join(&[ip], dead), api::Leader::default());
+        assert_eq!(
+            join_targets(&[
+                "192.0.2.1".into(),
+                "192.0.2.2:8301".into(),
+                "[2001:db8::1]:8301".into(),
+                "consul.example.com".into(),
+                "provider=aws tag_key=consul".into(),
+            ]),
+            ["192.0.2.1", "192.0.2.2", "2001:db8::1"].map(|a| a.parse::<IpAddr>().unwrap())
+        );
+
+        // The client's own loop: joins within a couple of seconds, on its
+        // own HTTP port (here the server's, as in a cluster with one port).
+        let cli = Dirs::new(
+            "join-client",
+            r#"{"client_addr": "127.0.0.2", "bind_addr": "192.0.2.21"}"#,
+        );
+        std::fs::write(
+            cli.0.join("config/agent.json"),
+            r#"{"retry_join": ["127.0.0.1", "provider=aws tag_key=x"]}"#,
+        )
+        .unwrap();
+        let client = prepare(cli.args(&[&format!("-http-port={port}"), "-dns-port=0"])).unwrap();
+        let (_c, client_state) = serve_shared(&client).unwrap();
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while client_state.api.leader().addr.is_empty() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the client never joined"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        assert_eq!(client_state.api.leader().addr, "192.0.2.20:8300");
     }
 
     #[test]

@@ -3,9 +3,13 @@
 //! one checks that it was started the way nodeprep is meant to start the real
 //! program (command line, bind mounts, config files), prints why and exits
 //! non-zero when it was not, and otherwise prints one `ready:` line and runs
-//! until SIGTERM or SIGINT, then exits 0 at once. The consul stand-in also
-//! answers the few HTTP API calls and DNS questions nodeprep asks (see
-//! [`consul`]); the registrator stand-in serves nothing.
+//! until SIGTERM or SIGINT, then exits 0 at once. Where nodeprep's
+//! correctness depends on it they behave like the real programs: the consul
+//! stand-in serves a one-node catalog over Consul's HTTP API and DNS (see
+//! [`consul`]); the registrator stand-in registers the published ports of
+//! the engine's containers with it and deregisters them when they die (see
+//! [`registrator`]). `workload-standin` is an idle container for those
+//! tests.
 //!
 //! They are static executables packed alone into images by
 //! `tests/docker/build-standins.sh` (`docker import`), so they run as PID 1 of

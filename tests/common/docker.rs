@@ -37,12 +37,18 @@ pub const DOCKER_SOCKET: &str = "/var/run/docker.sock";
 
 /// Stand-in for `hashicorp/consul`: entrypoint `/bin/consul-standin`, default
 /// CMD `["agent", "-dev", "-client", "0.0.0.0"]` (refused: exit 2), `VOLUME
-/// /consul/data`, config dir `/consul/config`.
+/// /consul/data`, config dir `/consul/config`, runs as 100:1000.
 pub const CONSUL_IMAGE: &str = "nodeprep-test/consul-standin:1";
 /// Same program as [`CONSUL_IMAGE`], another image ID: for "image changed".
 pub const CONSUL_IMAGE_2: &str = "nodeprep-test/consul-standin:2";
 /// Stand-in for registrator: entrypoint `/bin/registrator-standin`, no CMD.
 pub const REGISTRATOR_IMAGE: &str = "nodeprep-test/registrator-standin:1";
+/// An idle container (`/bin/workload-standin`, no EXPOSE) whose published
+/// ports registrator registers in tests.
+pub const WORKLOAD_IMAGE: &str = "nodeprep-test/workload-standin:1";
+/// The consul image's user: the stand-in runs as it, like the real agent.
+pub const CONSUL_UID: u32 = 100;
+pub const CONSUL_GID: u32 = 1000;
 
 /// The line a stand-in prints once its checks passed and it blocks.
 pub const READY_MARK: &str = ": ready: ";
@@ -404,4 +410,48 @@ pub fn refusing_socket() -> DeadSocket {
 pub fn write_interfaces_json(config_dir: &Path, client_addr: &str, bind_addr: &str) {
     let v = serde_json::json!({ "client_addr": client_addr, "bind_addr": bind_addr });
     std::fs::write(config_dir.join("interfaces.json"), v.to_string()).unwrap();
+}
+
+/// Gives a data dir to the consul image's user as nodeprep does (mode 0750,
+/// owner 100:1000), so the stand-in, running as that user, can write it.
+/// Needs root; elsewhere it leaves the dir as it is.
+pub fn give_to_consul_user(dir: &Path) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o750)).unwrap();
+    let _ = std::os::unix::fs::chown(dir, Some(CONSUL_UID), Some(CONSUL_GID));
+}
+
+/// The uid and gid a container's main process runs as, from
+/// `/proc/<pid>/status` on the host (the engine runs here).
+pub fn container_ids(name: &str) -> (u32, u32) {
+    let pid = container_state(name)
+        .unwrap_or_else(|| panic!("no container {name}"))
+        .pid;
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_else(|e| panic!("/proc/{pid}/status of {name}: {e}"));
+    let field = |key: &str| -> u32 {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(key))
+            .and_then(|l| l.split_whitespace().next())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("no {key} in /proc/{pid}/status"))
+    };
+    (field("Uid:"), field("Gid:"))
+}
+
+/// Polls `probe` every 50 ms until it returns Some, or panics with `what`
+/// after `timeout`.
+pub fn wait_for<T>(what: &str, timeout: Duration, mut probe: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = probe() {
+            return v;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {timeout:?}: {what}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
 }

@@ -1,19 +1,27 @@
 #!/usr/bin/env bash
-# Builds the TEST STAND-INS (standins/: consul-standin and registrator-standin,
-# NOT Consul, NOT registrator) and imports them as local images:
+# Builds the TEST STAND-INS (standins/: consul-standin, registrator-standin
+# and workload-standin; NOT Consul, NOT registrator) and imports them as local
+# images:
 #
-#   nodeprep-test/consul-standin:1       /bin/consul-standin
+#   nodeprep-test/consul-standin:1       /bin/consul-standin, runs as 100:1000
 #   nodeprep-test/consul-standin:2       same binary, another marker file, so
 #                                        another image ID ("image changed" tests)
 #   nodeprep-test/registrator-standin:1  /bin/registrator-standin
+#   nodeprep-test/workload-standin:1     /bin/workload-standin: an idle
+#                                        container whose ports registrator
+#                                        registers in tests
 #
 # Each image is a `docker import` of a tarball (no registry, no base image)
-# with the real image's ENTRYPOINT/CMD shape. An image is reused when its
+# with the real image's ENTRYPOINT/CMD shape. The consul images run as uid
+# 100, gid 1000 (`USER 100:1000`), the real image's `consul` user and group,
+# and own /consul/config and /consul/data as the real image does (chown
+# consul:consul); /etc/passwd and /etc/group name them. An image is reused when its
 # label org.nodeprep.standin.hash matches the binary and the recipe; set
 # NODEPREP_STANDINS_FORCE=1 to re-import anyway.
 #
-# Needs a Docker engine on /var/run/docker.sock (run ensure-dockerd.sh first)
-# and cargo. Exit 0 when the three images are there, 1 on any failure.
+# Needs a Docker engine on /var/run/docker.sock (run ensure-dockerd.sh first),
+# cargo, and root (the consul images' files belong to uid 100). Exit 0 when
+# the four images are there, 1 on any failure.
 #
 # NODEPREP_STANDINS_BUILD_ONLY=1: build (and check) the static binaries only,
 # no engine needed, and print their directory on stdout; for tests that run
@@ -26,7 +34,7 @@ PKG="$REPO/standins"
 TRIPLE=x86_64-unknown-linux-gnu
 LOCK=${NODEPREP_TEST_STANDINS_LOCK:-/tmp/nodeprep-test-standins.lock}
 # Bump when the image layout or the --change list below changes.
-RECIPE=3
+RECIPE=4
 DOCKER=(docker -H unix:///var/run/docker.sock)
 
 say() { echo "build-standins: $*" >&2; }
@@ -44,10 +52,10 @@ t0=$(now_ms)
     unset RUSTFLAGS CARGO_ENCODED_RUSTFLAGS CARGO_BUILD_TARGET CARGO_BUILD_RUSTFLAGS
     export CARGO_TARGET_DIR="$PKG/target"
     cargo build --release --locked --quiet --target "$TRIPLE" \
-        --bin consul-standin --bin registrator-standin
+        --bin consul-standin --bin registrator-standin --bin workload-standin
 )
 BIN_DIR="$PKG/target/$TRIPLE/release"
-for b in consul-standin registrator-standin; do
+for b in consul-standin registrator-standin workload-standin; do
     if ! ldd "$BIN_DIR/$b" 2>&1 | grep -q 'statically linked\|not a dynamic executable'; then
         say "$BIN_DIR/$b is not statically linked: it cannot run alone in an image"
         ldd "$BIN_DIR/$b" >&2 || true
@@ -84,10 +92,14 @@ import() {
     cp "$BIN_DIR/$bin" "$root/bin/$bin"
     if [ "$bin" = consul-standin ]; then
         mkdir -p "$root/consul/config" "$root/consul/data"
+        chown -R 100:1000 "$root/consul"
+        printf 'root:x:0:0:root:/root:/bin/sh\nconsul:x:100:1000:consul:/home/consul:/sbin/nologin\n' >"$root/etc/passwd"
+        printf 'root:x:0:\nconsul:x:1000:consul\n' >"$root/etc/group"
     fi
     printf '%s image variant %s (a test stand-in, NOT the real program); hash %s\n' \
         "$bin" "$variant" "$hash" >"$root/etc/nodeprep-standin"
-    tar --sort=name --mtime=@0 --owner=0 --group=0 --numeric-owner \
+    # Owners as on disk (root here, 100:1000 for /consul): the builder is root.
+    tar --sort=name --mtime=@0 --numeric-owner \
         -C "$root" -cf "$WORK/$bin-$variant.tar" .
     local args=()
     for c in "$@"; do args+=(--change "$c"); done
@@ -100,17 +112,21 @@ import() {
 }
 
 # The real hashicorp/consul image: entrypoint script, default CMD a dev server,
-# VOLUME /consul/data, these ports.
+# VOLUME /consul/data, these ports. Its entrypoint drops to the consul user
+# (100:1000) before it runs the agent; the stand-in image starts as that user.
 CONSUL_CHANGES=(
     'ENTRYPOINT ["/bin/consul-standin"]'
     'CMD ["agent", "-dev", "-client", "0.0.0.0"]'
     'VOLUME ["/consul/data"]'
     'EXPOSE 8300 8301 8301/udp 8302 8302/udp 8500 8600 8600/udp'
+    'USER 100:1000'
 )
 import nodeprep-test/consul-standin:1 consul-standin 1 "${CONSUL_CHANGES[@]}"
 import nodeprep-test/consul-standin:2 consul-standin 2 "${CONSUL_CHANGES[@]}"
 # gliderlabs/registrator: ENTRYPOINT only, the options and URI are the command.
 import nodeprep-test/registrator-standin:1 registrator-standin 1 'ENTRYPOINT ["/bin/registrator-standin"]'
+# No EXPOSE: a test publishes exactly the ports it wants registered.
+import nodeprep-test/workload-standin:1 workload-standin 1 'ENTRYPOINT ["/bin/workload-standin"]'
 
 id1=$("${DOCKER[@]}" image inspect -f '{{.Id}}' nodeprep-test/consul-standin:1)
 id2=$("${DOCKER[@]}" image inspect -f '{{.Id}}' nodeprep-test/consul-standin:2)

@@ -1,23 +1,36 @@
 //! The stand-in's DNS answers (UDP), hand-encoded: a TEST STAND-IN, NOT
-//! Consul's DNS server. One question per query; the answer is one A (or AAAA)
-//! record holding the agent's bind address, TTL 0, AA set, for
+//! Consul's DNS server. One question per query. It answers from the agent's
+//! catalog ([`Lookup`], implemented by the API state), like Consul's
+//! `agent/dns.go`:
 //!
-//! - `<anything>.service.<domain>` (also `<anything>.service.<dc>.<domain>`),
-//! - `<node>.node.<domain>` (also `<node>.node.<dc>.<domain>`) where `<node>`
-//!   is this agent's node name: the stand-in is a one-node cluster.
+//! - `<node>.node[.<dc>].<domain>`: A (or AAAA) with the node's address;
+//! - `[<tag>.]<service>.service[.<dc>].<domain>` and RFC 2782
+//!   `_<service>._<tag>.service[.<dc>].<domain>` (`_tcp` means no tag):
+//!   A records with each healthy instance's service address, or the node's
+//!   address when the service has none; SRV records (priority 1, weight 1,
+//!   the service's port) whose target is `<node>.node.<dc>.<domain>.` when
+//!   the instance uses the node's address, else
+//!   `<hex address>.addr.<dc>.<domain>.`, with the target's A record in the
+//!   additional section;
+//! - `<hex>.addr[.<dc>].<domain>`: the address it encodes.
 //!
-//! Such a name asked for another type (AAAA when bind_addr is IPv4, TXT...)
-//! gets NOERROR with no answer (NODATA), as real Consul does: an NXDOMAIN
-//! would tell a caching resolver (dnsmasq) that the name has no A record
-//! either. Every other name: NXDOMAIN. Names compare case-insensitively; the
-//! question goes back as received. Sections after the question (EDNS OPT
-//! included) are ignored and the answer carries none. A query too short for
-//! a header, or a response (QR set), gets no answer at all.
+//! "Healthy" is Consul's default (`dns_config.only_passing = false`): an
+//! instance with any critical check, its own or a node check, is left out.
+//! A service with no healthy instance, an unknown node, any other name in
+//! the domain: NXDOMAIN (authoritative). A name that exists asked for another
+//! type (AAAA when the address is IPv4, TXT...): NOERROR with no answer
+//! (NODATA), so a caching resolver such as dnsmasq does not conclude that
+//! the A record is missing too. Names outside the domain: NXDOMAIN, not
+//! authoritative. TTL 0 (Consul's default). Names compare
+//! case-insensitively; the question goes back as received. Sections after
+//! the question (EDNS OPT included) are ignored and the answer carries none.
+//! A query too short for a header, or a response (QR set), gets no answer.
 
 use std::net::IpAddr;
 
 pub const TYPE_A: u16 = 1;
 pub const TYPE_AAAA: u16 = 28;
+pub const TYPE_SRV: u16 = 33;
 pub const TYPE_ANY: u16 = 255;
 pub const CLASS_IN: u16 = 1;
 pub const CLASS_ANY: u16 = 255;
@@ -27,18 +40,43 @@ pub const FORMERR: u8 = 1;
 pub const NXDOMAIN: u8 = 3;
 pub const NOTIMP: u8 = 4;
 
-/// What the stand-in answers for.
+/// The names the stand-in answers for.
 #[derive(Debug, Clone)]
 pub struct Zone {
     /// Lowercase, no leading or trailing dot (`consul`).
     pub domain: String,
     /// Lowercase.
     pub datacenter: String,
-    /// Lowercase.
+}
+
+/// One healthy service instance, as DNS needs it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Target {
     pub node: String,
-    /// The agent's bind address; None when it is a go-sockaddr template
-    /// (matching names then get NODATA).
+    pub node_addr: Option<IpAddr>,
+    /// The service's own address (None: it has none, or it is not an IP).
     pub addr: Option<IpAddr>,
+    pub port: u16,
+}
+
+/// Where answers come from (the agent's catalog).
+pub trait Lookup {
+    /// Healthy instances of `service` (matched case-insensitively),
+    /// carrying `tag` when given.
+    fn service(&self, service: &str, tag: Option<&str>) -> Vec<Target>;
+    /// The address of node `node` (case-insensitive), if it exists.
+    fn node(&self, node: &str) -> Option<Option<IpAddr>>;
+}
+
+/// A record of the answer or additional section.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Record {
+    /// An address for the question's name (owner = the question).
+    Addr(IpAddr),
+    /// SRV for the question's name.
+    Srv { port: u16, target: String },
+    /// An address for another name (additional section).
+    Extra { name: String, addr: IpAddr },
 }
 
 /// One query's outcome: the bytes to send back (None: send nothing) and what
@@ -52,7 +90,9 @@ pub struct Outcome {
     pub name: String,
     pub qtype: u16,
     pub rcode: u8,
-    pub answers: Vec<IpAddr>,
+    /// Answer records, for the record file: addresses as text, SRV as
+    /// `port target`.
+    pub answers: Vec<String>,
 }
 
 /// Normalises a configured domain (`Consul.` -> `consul`).
@@ -77,8 +117,107 @@ pub fn type_name(qtype: u16) -> String {
     }
 }
 
+/// Consul's `.addr.` encoding of an address: 8 hex digits for IPv4, 32 for
+/// IPv6.
+pub fn hex_addr(ip: IpAddr) -> String {
+    match ip {
+        IpAddr::V4(a) => a.octets().iter().map(|b| format!("{b:02x}")).collect(),
+        IpAddr::V6(a) => a.octets().iter().map(|b| format!("{b:02x}")).collect(),
+    }
+}
+
+fn parse_hex_addr(s: &str) -> Option<IpAddr> {
+    let bytes: Option<Vec<u8>> = (0..s.len())
+        .step_by(2)
+        .map(|i| s.get(i..i + 2).and_then(|h| u8::from_str_radix(h, 16).ok()))
+        .collect();
+    match bytes?.as_slice() {
+        b if b.len() == 4 && s.len() == 8 => Some(IpAddr::from([b[0], b[1], b[2], b[3]])),
+        b if b.len() == 16 && s.len() == 32 => {
+            let a: [u8; 16] = b.try_into().ok()?;
+            Some(IpAddr::from(a))
+        }
+        _ => None,
+    }
+}
+
+/// What a name in the zone resolves to: None = NXDOMAIN.
+fn resolve(labels: &[String], zone: &Zone, qtype: u16, cat: &dyn Lookup) -> Option<Vec<Record>> {
+    let domain: Vec<&str> = if zone.domain.is_empty() {
+        Vec::new()
+    } else {
+        zone.domain.split('.').collect()
+    };
+    let mut rest = &labels[..labels.len() - domain.len()];
+    // `<...>.<dc>`: only this agent's datacenter exists.
+    if let [head @ .., kind, dc] = rest {
+        if *dc == zone.datacenter && matches!(kind.as_str(), "node" | "service" | "addr") {
+            rest = &rest[..head.len() + 1];
+        }
+    }
+    let suffix = format!("{}.{}.", zone.datacenter, zone.domain);
+    let addr_record = |ip: IpAddr| match (ip, qtype) {
+        (IpAddr::V4(_), TYPE_A | TYPE_ANY) | (IpAddr::V6(_), TYPE_AAAA | TYPE_ANY) => {
+            vec![Record::Addr(ip)]
+        }
+        _ => Vec::new(),
+    };
+    match rest {
+        [node, kind] if kind == "node" => {
+            let addr = cat.node(node)?;
+            Some(addr.map(addr_record).unwrap_or_default())
+        }
+        [hex, kind] if kind == "addr" => parse_hex_addr(hex).map(addr_record),
+        [.., kind] if kind == "service" => {
+            let (service, tag) = match rest {
+                [s, _] => (s.as_str(), None),
+                [a, b, _] if a.starts_with('_') && b.starts_with('_') => {
+                    let tag = &b[1..];
+                    (&a[1..], (tag != "tcp").then_some(tag))
+                }
+                [t, s, _] if !t.starts_with('_') => (s.as_str(), Some(t.as_str())),
+                _ => return None,
+            };
+            let targets = cat.service(service, tag);
+            if targets.is_empty() {
+                return None;
+            }
+            let mut out = Vec::new();
+            for t in &targets {
+                let ip = t.addr.or(t.node_addr);
+                match qtype {
+                    TYPE_SRV => {
+                        let own = t.addr.is_none() || t.addr == t.node_addr;
+                        let target = match (own, ip) {
+                            (false, Some(ip)) => format!("{}.addr.{suffix}", hex_addr(ip)),
+                            _ => format!("{}.node.{suffix}", t.node),
+                        };
+                        out.push(Record::Srv {
+                            port: t.port,
+                            target: target.clone(),
+                        });
+                        if let Some(ip) = ip {
+                            out.push(Record::Extra {
+                                name: target,
+                                addr: ip,
+                            });
+                        }
+                    }
+                    _ => {
+                        if let Some(ip) = ip {
+                            out.extend(addr_record(ip));
+                        }
+                    }
+                }
+            }
+            Some(out)
+        }
+        _ => None,
+    }
+}
+
 /// Answers one UDP query message.
-pub fn respond(query: &[u8], zone: &Zone) -> Outcome {
+pub fn respond(query: &[u8], zone: &Zone, cat: &dyn Lookup) -> Outcome {
     let mut out = Outcome {
         response: None,
         id: 0,
@@ -139,45 +278,91 @@ pub fn respond(query: &[u8], zone: &Zone) -> Outcome {
         .map(|l| String::from_utf8_lossy(l).to_ascii_lowercase())
         .collect();
 
-    let (in_zone, matched) = lookup(&lower, zone);
-    let class_ok = qclass == CLASS_IN || qclass == CLASS_ANY;
-    if matched && class_ok {
-        out.rcode = NOERROR;
-        if let Some(addr) = zone.addr {
-            let fits = match addr {
-                IpAddr::V4(_) => out.qtype == TYPE_A,
-                IpAddr::V6(_) => out.qtype == TYPE_AAAA,
-            };
-            if fits || out.qtype == TYPE_ANY {
-                out.answers.push(addr);
-            }
-        }
+    let domain: Vec<&str> = if zone.domain.is_empty() {
+        Vec::new()
     } else {
-        out.rcode = NXDOMAIN;
-    }
+        zone.domain.split('.').collect()
+    };
+    let in_zone = lower.len() >= domain.len() && lower.ends_with_strs(&domain);
+    let class_ok = qclass == CLASS_IN || qclass == CLASS_ANY;
+    let records = if in_zone && class_ok {
+        resolve(&lower, zone, out.qtype, cat)
+    } else {
+        None
+    };
+    out.rcode = if records.is_some() { NOERROR } else { NXDOMAIN };
+    let records = records.unwrap_or_default();
+    let (answers, extras): (Vec<&Record>, Vec<&Record>) = records
+        .iter()
+        .partition(|r| !matches!(r, Record::Extra { .. }));
+    out.answers = answers
+        .iter()
+        .map(|r| match r {
+            Record::Addr(ip) => ip.to_string(),
+            Record::Srv { port, target } => format!("{port} {target}"),
+            Record::Extra { .. } => unreachable!(),
+        })
+        .collect();
 
-    let mut r = Vec::with_capacity(question.len() + 12 + 28);
+    let mut r = Vec::with_capacity(question.len() + 12 + 64);
     r.extend_from_slice(&query[0..2]);
     let aa = if in_zone { 0x04 } else { 0 };
     r.push(0x80 | aa | rd); // QR, opcode 0, AA, RD copied
     r.push(out.rcode); // RA 0, Z 0
     r.extend_from_slice(&1u16.to_be_bytes()); // QDCOUNT
-    r.extend_from_slice(&(out.answers.len() as u16).to_be_bytes()); // ANCOUNT
-    r.extend_from_slice(&[0, 0, 0, 0]); // NSCOUNT, ARCOUNT
+    r.extend_from_slice(&(answers.len() as u16).to_be_bytes()); // ANCOUNT
+    r.extend_from_slice(&0u16.to_be_bytes()); // NSCOUNT
+    r.extend_from_slice(&(extras.len() as u16).to_be_bytes()); // ARCOUNT
     r.extend_from_slice(question);
-    for addr in &out.answers {
-        r.extend_from_slice(&[0xc0, 0x0c]); // the question's name
-        let (rtype, data): (u16, Vec<u8>) = match addr {
-            IpAddr::V4(a) => (TYPE_A, a.octets().to_vec()),
-            IpAddr::V6(a) => (TYPE_AAAA, a.octets().to_vec()),
-        };
-        r.extend_from_slice(&rtype.to_be_bytes());
-        r.extend_from_slice(&CLASS_IN.to_be_bytes());
-        r.extend_from_slice(&0u32.to_be_bytes()); // TTL 0, as Consul's default
-        r.extend_from_slice(&(data.len() as u16).to_be_bytes());
-        r.extend_from_slice(&data);
+    for rec in answers.iter().chain(extras.iter()) {
+        match rec {
+            Record::Addr(ip) => {
+                r.extend_from_slice(&[0xc0, 0x0c]); // the question's name
+                push_addr(&mut r, *ip);
+            }
+            Record::Srv { port, target } => {
+                r.extend_from_slice(&[0xc0, 0x0c]);
+                r.extend_from_slice(&TYPE_SRV.to_be_bytes());
+                r.extend_from_slice(&CLASS_IN.to_be_bytes());
+                r.extend_from_slice(&0u32.to_be_bytes());
+                let name = encode_name(target);
+                r.extend_from_slice(&((6 + name.len()) as u16).to_be_bytes());
+                r.extend_from_slice(&1u16.to_be_bytes()); // priority
+                r.extend_from_slice(&1u16.to_be_bytes()); // weight
+                r.extend_from_slice(&port.to_be_bytes());
+                r.extend_from_slice(&name);
+            }
+            Record::Extra { name, addr } => {
+                r.extend_from_slice(&encode_name(name));
+                push_addr(&mut r, *addr);
+            }
+        }
     }
     out.response = Some(r);
+    out
+}
+
+/// TYPE, CLASS, TTL 0 (Consul's default), RDLENGTH, RDATA of an address.
+fn push_addr(r: &mut Vec<u8>, ip: IpAddr) {
+    let (rtype, data): (u16, Vec<u8>) = match ip {
+        IpAddr::V4(a) => (TYPE_A, a.octets().to_vec()),
+        IpAddr::V6(a) => (TYPE_AAAA, a.octets().to_vec()),
+    };
+    r.extend_from_slice(&rtype.to_be_bytes());
+    r.extend_from_slice(&CLASS_IN.to_be_bytes());
+    r.extend_from_slice(&0u32.to_be_bytes());
+    r.extend_from_slice(&(data.len() as u16).to_be_bytes());
+    r.extend_from_slice(&data);
+}
+
+/// A dotted name as uncompressed labels.
+fn encode_name(name: &str) -> Vec<u8> {
+    let mut out = Vec::new();
+    for label in name.split('.').filter(|l| !l.is_empty()) {
+        out.push(label.len() as u8);
+        out.extend_from_slice(label.as_bytes());
+    }
+    out.push(0);
     out
 }
 
@@ -204,31 +389,6 @@ fn read_name(msg: &[u8], mut at: usize) -> Option<(Vec<&[u8]>, usize)> {
     }
 }
 
-/// (name is in the zone's domain, name exists).
-fn lookup(labels: &[String], zone: &Zone) -> (bool, bool) {
-    let domain: Vec<&str> = if zone.domain.is_empty() {
-        Vec::new()
-    } else {
-        zone.domain.split('.').collect()
-    };
-    if labels.len() < domain.len() || !labels.ends_with_strs(&domain) {
-        return (false, false);
-    }
-    let mut rest = &labels[..labels.len() - domain.len()];
-    for attempt in 0..2 {
-        match rest {
-            [_, .., kind] if kind == "service" => return (true, true),
-            [node, kind] if kind == "node" && *node == zone.node => return (true, true),
-            // `<...>.<dc>.<domain>`: only this agent's datacenter exists.
-            [_, _, .., dc] if attempt == 0 && *dc == zone.datacenter => {
-                rest = &rest[..rest.len() - 1];
-            }
-            _ => break,
-        }
-    }
-    (true, false)
-}
-
 trait EndsWithStrs {
     fn ends_with_strs(&self, suffix: &[&str]) -> bool;
 }
@@ -252,8 +412,37 @@ mod tests {
         Zone {
             domain: "consul".into(),
             datacenter: "dc1".into(),
-            node: "host-a".into(),
-            addr: Some(IpAddr::V4(Ipv4Addr::new(192, 0, 2, 10))),
+        }
+    }
+
+    const NODE_IP: IpAddr = IpAddr::V4(Ipv4Addr::new(192, 0, 2, 10));
+
+    /// A catalog with node host-a (192.0.2.10): `web` (no address, port
+    /// 80, tag v1), `db` (address 192.0.2.99, port 5432), `consul`.
+    struct Cat;
+
+    impl Lookup for Cat {
+        fn service(&self, service: &str, tag: Option<&str>) -> Vec<Target> {
+            let t = |addr, port, tags: &[&str]| {
+                if tag.is_some_and(|x| !tags.contains(&x)) {
+                    return Vec::new();
+                }
+                vec![Target {
+                    node: "host-a".into(),
+                    node_addr: Some(NODE_IP),
+                    addr,
+                    port,
+                }]
+            };
+            match service.to_ascii_lowercase().as_str() {
+                "web" => t(None, 80, &["v1"]),
+                "db" => t(Some(IpAddr::V4(Ipv4Addr::new(192, 0, 2, 99))), 5432, &[]),
+                "consul" => t(None, 8300, &[]),
+                _ => Vec::new(),
+            }
+        }
+        fn node(&self, node: &str) -> Option<Option<IpAddr>> {
+            node.eq_ignore_ascii_case("host-a").then_some(Some(NODE_IP))
         }
     }
 
@@ -275,17 +464,25 @@ mod tests {
         q
     }
 
+    fn ask(name: &str, qtype: u16) -> Outcome {
+        respond(&query(1, name, qtype), &zone(), &Cat)
+    }
+
     fn question_len(name: &str) -> usize {
         name.trim_end_matches('.').len() + 2 + 4
     }
 
     #[test]
-    fn service_a_record() {
+    fn registered_service_a_record() {
         let q = query(0xbeef, "Web.Service.CONSUL.", TYPE_A);
-        let out = respond(&q, &zone());
+        let out = respond(&q, &zone(), &Cat);
         assert_eq!(out.rcode, NOERROR);
         assert_eq!(out.name, "Web.Service.CONSUL.");
-        assert_eq!(out.answers, vec![IpAddr::V4(Ipv4Addr::new(192, 0, 2, 10))]);
+        assert_eq!(
+            out.answers,
+            ["192.0.2.10"],
+            "no service address: the node's"
+        );
         let r = out.response.unwrap();
         assert_eq!(&r[0..2], &[0xbe, 0xef]);
         assert_eq!(r[2], 0x80 | 0x04 | 0x01, "QR AA RD");
@@ -301,68 +498,99 @@ mod tests {
             &r[12 + qlen..],
             &[0xc0, 0x0c, 0, 1, 0, 1, 0, 0, 0, 0, 0, 4, 192, 0, 2, 10]
         );
+        assert_eq!(
+            ask("db.service.consul", TYPE_A).answers,
+            ["192.0.2.99"],
+            "the service's own address"
+        );
     }
 
     #[test]
-    fn names_that_exist() {
-        let z = zone();
+    fn srv_records_name_the_node_or_the_address_and_add_its_a_record() {
+        let out = ask("web.service.consul", TYPE_SRV);
+        assert_eq!(out.answers, ["80 host-a.node.dc1.consul."]);
+        let r = out.response.unwrap();
+        assert_eq!(&r[6..12], &[0, 1, 0, 0, 0, 1], "one answer, one additional");
+        let qlen = question_len("web.service.consul");
+        let srv = &r[12 + qlen..];
+        assert_eq!(&srv[..4], &[0xc0, 0x0c, 0, 33]);
+        assert_eq!(
+            &srv[12..18],
+            &[0, 1, 0, 1, 0, 80],
+            "priority 1, weight 1, port 80"
+        );
+        let target = encode_name("host-a.node.dc1.consul.");
+        assert_eq!(&srv[18..18 + target.len()], &target[..]);
+        let extra = &srv[18 + target.len()..];
+        assert_eq!(&extra[..target.len()], &target[..]);
+        assert_eq!(
+            &extra[target.len()..],
+            &[0, 1, 0, 1, 0, 0, 0, 0, 0, 4, 192, 0, 2, 10]
+        );
+        // A service with its own address: Consul's .addr. target.
+        assert_eq!(
+            ask("_db._tcp.service.dc1.consul", TYPE_SRV).answers,
+            ["5432 c0000263.addr.dc1.consul."]
+        );
+        assert_eq!(
+            ask("c0000263.addr.dc1.consul", TYPE_A).answers,
+            ["192.0.2.99"]
+        );
+    }
+
+    #[test]
+    fn unregistered_names_are_nxdomain() {
         for name in [
             "web.service.consul",
             "consul.service.consul.",
-            "primary.db.service.consul",
+            "v1.web.service.consul",
+            "_web._v1.service.consul",
             "_web._tcp.service.consul",
             "web.service.dc1.consul",
             "host-a.node.consul",
             "HOST-A.node.dc1.consul",
         ] {
-            let out = respond(&query(1, name, TYPE_A), &z);
+            let out = ask(name, TYPE_A);
             assert_eq!((out.rcode, out.answers.len()), (NOERROR, 1), "{name}");
         }
         for name in [
+            "nope.service.consul",
+            "v2.web.service.consul",
             "consul",
             "service.consul",
+            "a.b.web.service.consul",
             "web.service.dc2.consul",
             "host-b.node.consul",
             "x.host-a.node.consul",
             "web.service.consul.example",
             "example.com",
             "web.query.consul",
+            "zz.addr.consul",
             ".",
         ] {
-            let out = respond(&query(1, name, TYPE_A), &z);
+            let out = ask(name, TYPE_A);
             assert_eq!((out.rcode, out.answers.len()), (NXDOMAIN, 0), "{name}");
         }
         // Not in the domain: not authoritative.
-        let out = respond(&query(1, "example.com", TYPE_A), &z);
-        assert_eq!(out.response.unwrap()[2] & 0x04, 0);
+        assert_eq!(ask("example.com", TYPE_A).response.unwrap()[2] & 0x04, 0);
+        assert_eq!(
+            ask("nope.service.consul", TYPE_A).response.unwrap()[2] & 0x04,
+            0x04
+        );
     }
 
     #[test]
     fn other_types_get_nodata_and_any_gets_the_address() {
-        let z = zone();
-        let out = respond(&query(7, "web.service.consul", TYPE_AAAA), &z);
+        let out = ask("web.service.consul", TYPE_AAAA);
         assert_eq!((out.rcode, out.answers.len()), (NOERROR, 0));
         assert_eq!(&out.response.unwrap()[6..8], &[0, 0]);
+        assert_eq!(ask("web.service.consul", TYPE_ANY).answers.len(), 1);
+        assert_eq!(ask("host-a.node.consul", 16).rcode, NOERROR);
+        assert_eq!(hex_addr(IpAddr::V6(Ipv6Addr::LOCALHOST)).len(), 32);
         assert_eq!(
-            respond(&query(7, "web.service.consul", TYPE_ANY), &z)
-                .answers
-                .len(),
-            1
+            parse_hex_addr(&hex_addr(IpAddr::V6(Ipv6Addr::LOCALHOST))),
+            Some(IpAddr::V6(Ipv6Addr::LOCALHOST))
         );
-        let v6 = Zone {
-            addr: Some(IpAddr::V6(Ipv6Addr::LOCALHOST)),
-            ..zone()
-        };
-        let out = respond(&query(7, "web.service.consul", TYPE_AAAA), &v6);
-        assert_eq!(out.answers, vec![IpAddr::V6(Ipv6Addr::LOCALHOST)]);
-        let r = out.response.unwrap();
-        assert_eq!(&r[r.len() - 18..r.len() - 16], &[0, 16]);
-        let template = Zone {
-            addr: None,
-            ..zone()
-        };
-        let out = respond(&query(7, "web.service.consul", TYPE_A), &template);
-        assert_eq!((out.rcode, out.answers.len()), (NOERROR, 0));
     }
 
     #[test]
@@ -372,9 +600,9 @@ mod tests {
             ..zone()
         };
         assert_eq!(z.domain, "corp.example");
-        let out = respond(&query(1, "web.service.corp.example", TYPE_A), &z);
+        let out = respond(&query(1, "web.service.corp.example", TYPE_A), &z, &Cat);
         assert_eq!(out.answers.len(), 1);
-        let out = respond(&query(1, "web.service.consul", TYPE_A), &z);
+        let out = respond(&query(1, "web.service.consul", TYPE_A), &z, &Cat);
         assert_eq!(out.rcode, NXDOMAIN);
     }
 
@@ -382,24 +610,24 @@ mod tests {
     fn malformed_queries() {
         let z = zone();
         // Too short, or a response: silence.
-        assert_eq!(respond(&[0; 11], &z).response, None);
+        assert_eq!(respond(&[0; 11], &z, &Cat).response, None);
         let mut q = query(1, "web.service.consul", TYPE_A);
         q[2] |= 0x80;
-        assert_eq!(respond(&q, &z).response, None);
+        assert_eq!(respond(&q, &z, &Cat).response, None);
         // Two questions, a compression pointer, a cut-off question: FORMERR.
         let mut q = query(9, "web.service.consul", TYPE_A);
         q[5] = 2;
-        let r = respond(&q, &z).response.unwrap();
+        let r = respond(&q, &z, &Cat).response.unwrap();
         assert_eq!((r.len(), r[3], &r[0..2]), (12, FORMERR, &[0u8, 9][..]));
         let mut q = query(9, "a", TYPE_A);
         q[12] = 0xc0;
-        assert_eq!(respond(&q, &z).response.unwrap()[3], FORMERR);
+        assert_eq!(respond(&q, &z, &Cat).response.unwrap()[3], FORMERR);
         let q = query(9, "web.service.consul", TYPE_A);
-        assert_eq!(respond(&q[..20], &z).response.unwrap()[3], FORMERR);
+        assert_eq!(respond(&q[..20], &z, &Cat).response.unwrap()[3], FORMERR);
         // Another opcode (NOTIFY): NOTIMP.
         let mut q = query(9, "web.service.consul", TYPE_A);
         q[2] = 4 << 3;
-        let r = respond(&q, &z).response.unwrap();
+        let r = respond(&q, &z, &Cat).response.unwrap();
         assert_eq!((r[2], r[3]), (0x80 | (4 << 3), NOTIMP));
     }
 }

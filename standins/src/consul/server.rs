@@ -107,7 +107,7 @@ pub fn start(
     ips: &[IpAddr],
     http_port: u16,
     dns_port: u16,
-    shared: Shared,
+    shared: Arc<Shared>,
 ) -> Result<Served, Exit> {
     let mut tcp = Vec::new();
     let mut udp = Vec::new();
@@ -124,7 +124,6 @@ pub fn start(
         http: tcp.iter().map(|l| l.local_addr().unwrap()).collect(),
         dns: udp.iter().map(|s| s.local_addr().unwrap()).collect(),
     };
-    let shared = Arc::new(shared);
     for listener in tcp {
         let shared = shared.clone();
         std::thread::spawn(move || accept_loop(listener, shared));
@@ -229,7 +228,7 @@ fn dns_loop(socket: UdpSocket, shared: Arc<Shared>) {
                 continue;
             }
         };
-        let out = dns::respond(&buf[..n], &shared.zone);
+        let out = dns::respond(&buf[..n], &shared.zone, &shared.api);
         if out.response.is_none() {
             continue; // a runt or a response: not a query
         }
@@ -241,7 +240,7 @@ fn dns_loop(socket: UdpSocket, shared: Arc<Shared>) {
             "name": out.name,
             "qtype": dns::type_name(out.qtype),
             "rcode": answered.then_some(out.rcode),
-            "answers": if answered { out.answers.iter().map(|a| a.to_string()).collect() } else { Vec::new() },
+            "answers": if answered { out.answers.clone() } else { Vec::new() },
         }));
         if let (Some(bytes), true) = (&out.response, answered) {
             if let Err(e) = socket.send_to(bytes, peer) {
