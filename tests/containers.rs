@@ -260,6 +260,7 @@ fn fresh_apply_creates_both_and_a_second_changes_nothing() {
         serde_json::json!([
             "-ip",
             "192.0.2.10",
+            "-retry-attempts=-1",
             format!("consul://{}:{}", h.link.0, h.port)
         ])
     );
@@ -500,10 +501,8 @@ fn an_unmanaged_container_is_refused_and_left_alone() {
     ]);
     let before = h.inspect(&h.consul)["Id"].clone();
     // No agent answers at the link address until nodeprep replaces the
-    // unmanaged container: registrator (v7, and its stand-in) exits at
-    // start then, unless told to retry.
-    let retry = "args = [\"-retry-attempts=-1\", \"-retry-interval=200\"]";
-    h.configure_all(docker::CONSUL_IMAGE, "", retry, "");
+    // unmanaged container: registrator (v7, and its stand-in) would exit at
+    // start, but nodeprep starts it with -retry-attempts=-1.
     let run = h.apply();
     run.expect_code(1);
     let (status, detail) = status_of(&run, "consul");

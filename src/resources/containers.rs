@@ -58,9 +58,22 @@ pub fn consul_spec(cfg: &Config) -> ContainerSpec {
 /// `-ip` makes services register under the host's address (without it
 /// registrator uses whatever the host name resolves to, often 127.0.1.1);
 /// registrator stops parsing options at the URI, so the URI comes last.
+///
+/// `-retry-attempts=-1` (unless `registrator.args` sets its own): registrator
+/// v7 pings the agent once at start and exits when it does not answer
+/// (default 0 retries). Started beside a consul container that takes a
+/// moment to bind its ports, it would crash-loop under restart policy
+/// `always` until the agent is up; retrying forever keeps it running.
 pub fn registrator_spec(cfg: &Config, bind_addr: IpAddr) -> ContainerSpec {
     let mut cmd = vec!["-ip".to_string(), bind_addr.to_string()];
-    cmd.extend(cfg.registrator.args.iter().map(|a| a.0.clone()));
+    let args = &cfg.registrator.args;
+    if !args
+        .iter()
+        .any(|a| a.0.trim_start_matches('-').starts_with("retry-attempts"))
+    {
+        cmd.push("-retry-attempts=-1".into());
+    }
+    cmd.extend(args.iter().map(|a| a.0.clone()));
     // `[v6]:port` for IPv6, as the URI needs.
     cmd.push(format!("consul://{}", cfg.agent_http()));
     ContainerSpec {
@@ -444,8 +457,24 @@ mod tests {
             vec![
                 "-ip",
                 "10.0.0.5",
+                "-retry-attempts=-1",
                 "-internal",
                 "-resync=30",
+                "consul://169.254.1.1:8500"
+            ]
+        );
+        let cfg = Config::parse(
+            "[registrator]\nargs = [\"-retry-attempts=5\"]\n",
+            std::path::Path::new("t"),
+        )
+        .unwrap();
+        let s = registrator_spec(&cfg, IpAddr::from([10, 0, 0, 5]));
+        assert_eq!(
+            s.cmd,
+            vec![
+                "-ip",
+                "10.0.0.5",
+                "-retry-attempts=5",
                 "consul://169.254.1.1:8500"
             ]
         );
