@@ -518,12 +518,7 @@ fn an_unmanaged_container_is_refused_and_left_alone() {
         "the unmanaged container was touched"
     );
 
-    h.configure_all(
-        docker::CONSUL_IMAGE,
-        "replace_unmanaged = true\n",
-        retry,
-        "",
-    );
+    h.configure("replace_unmanaged = true\n");
     h.apply().expect_code(0);
     assert_ne!(h.inspect(&h.consul)["Id"], before);
     assert_eq!(

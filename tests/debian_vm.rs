@@ -205,6 +205,8 @@ fn prepare(binary: &Path) -> Result<Prepared, String> {
             images.get("IMAGES_TAR"),
             "--user-data",
             user_data.get("USER_DATA"),
+            "--server-standin",
+            images.get("CONSUL_STANDIN_BIN"),
             "--out",
             out,
         ],

@@ -274,6 +274,11 @@ impl Qemu {
     /// (qemu's stdout under -nographic) goes to `log_path` as it arrives.
     /// qemu is killed if the test unwinds meanwhile.
     pub fn boot(&self, log_path: &Path) -> Boot {
+        // One qemu at a time on the machine, whichever test binary or
+        // checkout starts it: two TCG guests on two cores slow each other
+        // past their boot timeouts (and the times printed would mean
+        // little). The wait is not part of the boot's timeout.
+        let _machine = machine_lock();
         let mut cmdline = self.append.clone();
         if verbose() {
             // Read by the guest scripts: print passing steps' transcripts.
@@ -671,4 +676,21 @@ fn step_verdicts() {
         boot.qemu_problem(false).as_deref(),
         Some("boot 2: qemu killed after the 5s timeout (signal: 9 (SIGKILL))")
     );
+}
+
+/// An exclusive flock, held while a VM runs, on a file beside the VM caches
+/// (`$NODEPREP_TEST_CACHE`, default `/var/cache/nodeprep-tests`). Released
+/// when the guard drops.
+fn machine_lock() -> Option<nix::fcntl::Flock<std::fs::File>> {
+    let dir = std::env::var_os("NODEPREP_TEST_CACHE")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/var/cache/nodeprep-tests"));
+    std::fs::create_dir_all(&dir).ok()?;
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(dir.join("qemu.lock"))
+        .ok()?;
+    nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusive).ok()
 }

@@ -65,6 +65,7 @@ while [ $# -gt 0 ]; do
         --binary) BINARY=$2; shift 2 ;;
         --images) IMAGES=$2; shift 2 ;;
         --user-data) USER_DATA=$2; shift 2 ;;
+        --server-standin) SERVER_STANDIN=$2; shift 2 ;;
         --out) OUT=$2; shift 2 ;;
         -h|--help) sed -n '2,43p' "$0"; exit 0 ;;
         *) die "unknown argument: $1" ;;
@@ -74,6 +75,7 @@ done
 [ -x "${BINARY:-/nonexistent}" ] || die "--binary: not an executable: ${BINARY:-(none)}"
 [ -f "${IMAGES:-/nonexistent}" ] || die "--images: no such file: ${IMAGES:-(none)}"
 [ -f "${USER_DATA:-/nonexistent}" ] || die "--user-data: no such file: ${USER_DATA:-(none)}"
+[ -x "${SERVER_STANDIN:-/nonexistent}" ] || die "--server-standin: not an executable: ${SERVER_STANDIN:-(none)}"
 [ -n "$OUT" ] || die "--out DIR is required"
 [ "$(id -u)" = 0 ] || prereq_missing "make-disk.sh must run as root (the image keeps the root's owners)"
 command -v mkfs.ext4 >/dev/null 2>&1 || PATH=$PATH:/usr/sbin:/sbin
@@ -113,8 +115,19 @@ install -D -m 0755 "$GUEST/scenario.sh" "$STAGE/usr/local/lib/nodeprep-test/scen
 install -D -m 0644 "$GUEST/lib.sh" "$STAGE/usr/local/lib/nodeprep-test/lib.sh"
 rm -rf "$STAGE/etc/nodeprep" "$STAGE/usr/local/bin/nodeprep"
 
+# The cluster's servers, as the user data's retry_join names them: a consul
+# STAND-IN (NOT Consul) running as a single server at 10.0.0.10 (on the
+# uplink's peer), started by nodeprep-test-servers.service.
+SERVER=$STAGE/var/lib/nodeprep-test/server
+install -D -m 0755 "$SERVER_STANDIN" "$STAGE/usr/local/lib/nodeprep-test/consul-standin"
+install -d -m 0755 "$SERVER/config" "$SERVER/data"
+echo '{"client_addr": "10.0.0.10", "bind_addr": "10.0.0.10", "ports": {"http": 8500, "dns": 8600}}' \
+    >"$SERVER/config/interfaces.json"
+echo '{"datacenter": "dc1", "server": true, "bootstrap_expect": 1, "node_name": "consul-server-1"}' \
+    >"$SERVER/config/agent.json"
+
 UNITS=$STAGE/etc/systemd/system
-for unit in nodeprep-test.service nodeprep-uplink.service; do
+for unit in nodeprep-test.service nodeprep-uplink.service nodeprep-test-servers.service; do
     install -D -m 0644 "$GUEST/$unit" "$UNITS/$unit"
     # What `systemctl enable` would do (both are WantedBy=multi-user.target).
     mkdir -p "$UNITS/multi-user.target.wants"

@@ -111,3 +111,6 @@ echo "CONSUL_IMAGE=$CONSUL_IMAGE"
 echo "REGISTRATOR_IMAGE=$REGISTRATOR_IMAGE"
 echo "BUSYBOX_IMAGE=$BUSYBOX_IMAGE"
 echo "IMAGES_SECONDS=$secs"
+# The consul stand-in binary itself: the VM runs one as a plain process in
+# the role of the cluster's servers (make-disk.sh).
+echo "CONSUL_STANDIN_BIN=$REPO/standins/target/x86_64-unknown-linux-gnu/release/consul-standin"

@@ -55,9 +55,11 @@ REGISTRATOR=registrator
 CONSUL_IMAGE=nodeprep-test/consul-standin:1
 REGISTRATOR_IMAGE=nodeprep-test/registrator-standin:1
 BUSYBOX_IMAGE=nodeprep-test/busybox:1
-# The consul stand-in answers A for *.service.consul with its bind_addr.
+# The `consul` service is registered on the servers: the host's agent (a
+# client, joined to the stand-in server at 10.0.0.10 that
+# nodeprep-test-servers.service runs) answers it with the server's address.
 QNAME=consul.service.consul
-ANSWER=$HOST_IP
+ANSWER=10.0.0.10
 AGENT_DNS_PORT=8600
 CLOUD_OUTPUT=/var/log/cloud-init-output.log
 # nodeprep apply's lock: on /run (a tmpfs), so its absence at the start of
@@ -187,7 +189,7 @@ expect_forwarded() {
     echo "\$ dig @$1 $QNAME +short" >>"$STEP_LOG"
     out=$(dig_short "$1" 53) || true
     echo "$out" >>"$STEP_LOG"
-    [ "$out" = "$ANSWER" ] || why "dig @$1 $QNAME answered '$(echo "$out" | tr '\n' ' ')', expected $ANSWER (the consul stand-in's bind_addr)"
+    [ "$out" = "$ANSWER" ] || why "dig @$1 $QNAME answered '$(echo "$out" | tr '\n' ' ')', expected $ANSWER (the stand-in server's address)"
 }
 
 # -------------------------------------------------------------- steps ----
