@@ -235,7 +235,10 @@ mod tests {
             panic!()
         };
         let probes: Vec<&str> = c.selection.probes().iter().map(|p| p.id).collect();
-        assert_eq!(probes, ["consul-http", "consul-exposure"]);
+        assert_eq!(
+            probes,
+            ["consul-http", "host-dns", "upstream-dns", "consul-exposure"]
+        );
         assert!(!ids(&c.selection).contains(&"registrator"));
     }
 

@@ -17,6 +17,7 @@ pub mod probes;
 pub mod progress;
 pub mod render;
 pub mod report;
+pub mod resolvconf;
 pub mod resources;
 pub mod state;
 pub mod sys;

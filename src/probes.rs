@@ -11,7 +11,7 @@ use anyhow::{anyhow, bail, Context, Result};
 use hickory_proto::op::{Message, MessageType, OpCode, Query, ResponseCode};
 use hickory_proto::rr::{Name, RData, RecordType};
 
-use crate::config::Config;
+use crate::config::{Config, DnsBackend};
 use crate::engine::Host;
 use crate::report::{ResourceReport, Status};
 
@@ -24,7 +24,7 @@ pub struct Probe {
 
 /// Every probe, in report order. The CLI's ids come from here and from the
 /// resource table.
-pub static TABLE: [Probe; 4] = [
+pub static TABLE: [Probe; 6] = [
     Probe {
         id: "consul-http",
         check: consul_http,
@@ -32,6 +32,14 @@ pub static TABLE: [Probe; 4] = [
     Probe {
         id: "consul-dns",
         check: consul_dns,
+    },
+    Probe {
+        id: "host-dns",
+        check: host_dns,
+    },
+    Probe {
+        id: "upstream-dns",
+        check: upstream_dns,
     },
     // Same name as the resource: the probe is about the running
     // container's health, the resource about its spec.
@@ -45,10 +53,12 @@ pub static TABLE: [Probe; 4] = [
     },
 ];
 
-/// What a probe found: fine, or a problem with the host (drift).
+/// What a probe found: fine, a problem with the host (drift), or nothing
+/// to look at (skipped, with the reason).
 enum Finding {
     Ok(String),
     Problem(String),
+    Skipped(String),
 }
 
 pub fn run(host: &Host, probes: &[&Probe]) -> Vec<ResourceReport> {
@@ -64,6 +74,7 @@ pub fn run(host: &Host, probes: &[&Probe]) -> Vec<ResourceReport> {
                 match (p.check)(host) {
                     Ok(Finding::Ok(d)) => (Status::Ok, d),
                     Ok(Finding::Problem(d)) => (Status::Drift, d),
+                    Ok(Finding::Skipped(d)) => (Status::Skipped, d),
                     Err(e) => (Status::Failed, format!("{e:#}")),
                 }
             };
@@ -140,9 +151,14 @@ fn consul_dns(host: &Host) -> Result<Finding> {
     let name = format!("consul.service.{}.", host.cfg.consul.domain.0);
     let mut parts = Vec::new();
     let mut problems = Vec::new();
-    // Through dnsmasq on both addresses it listens on: the link address for
-    // containers, loopback for the host.
-    for server in [host.cfg.link.address.ip(), IpAddr::V4(Ipv4Addr::LOCALHOST)] {
+    // Through the backend on both addresses it answers on: the link address
+    // for containers, and loopback (dnsmasq on 127.0.0.1, or resolved's stub
+    // on 127.0.0.53) for the host.
+    let local = match host.cfg.dns.backend {
+        DnsBackend::Dnsmasq => Ipv4Addr::LOCALHOST,
+        DnsBackend::Resolved => Ipv4Addr::new(127, 0, 0, 53),
+    };
+    for server in [host.cfg.link.address.ip(), IpAddr::V4(local)] {
         let addr = SocketAddr::new(server, 53);
         match query_a(addr, &name, timeout(host)) {
             Ok(ips) if !ips.is_empty() => {
@@ -157,6 +173,76 @@ fn consul_dns(host: &Host) -> Result<Finding> {
         Finding::Ok(format!("{name} {}", parts.join("; ")))
     } else {
         Finding::Problem(format!("{name} does not resolve: {}", problems.join("; ")))
+    })
+}
+
+/// The host's own resolver, as host processes use it: the servers of
+/// `/etc/resolv.conf`, in order, the first that answers deciding (glibc's
+/// rule; resolved's stub is one such server).
+fn host_dns(host: &Host) -> Result<Finding> {
+    let name = format!("consul.service.{}.", host.cfg.consul.domain.0);
+    let path = host.cfg.dns.resolv_conf.as_path();
+    let content = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let servers: Vec<IpAddr> = crate::resolvconf::servers(&content)
+        .iter()
+        .filter_map(|s| s.parse().ok())
+        .take(3)
+        .collect();
+    if servers.is_empty() {
+        return Ok(Finding::Problem(format!(
+            "{} names no nameserver: host processes resolve nothing",
+            path.display()
+        )));
+    }
+    let mut tried = Vec::new();
+    for server in &servers {
+        match query_a(SocketAddr::new(*server, 53), &name, timeout(host)) {
+            Ok(ips) if !ips.is_empty() => {
+                let ips: Vec<String> = ips.iter().map(|i| i.to_string()).collect();
+                return Ok(Finding::Ok(format!(
+                    "{name} -> {} (host resolver {server}, from {})",
+                    ips.join(" "),
+                    path.display()
+                )));
+            }
+            // An answer without the name ends the search, as in glibc.
+            Ok(_) => {
+                tried.push(format!("{server}: no A record"));
+                break;
+            }
+            Err(e) if e.to_string().contains("Non-Existent Domain") => {
+                tried.push(format!("{server}: {e:#}"));
+                break;
+            }
+            Err(e) => tried.push(format!("{server}: {e:#}")),
+        }
+    }
+    Ok(Finding::Problem(format!(
+        "host processes do not resolve {name}: {}",
+        tried.join("; ")
+    )))
+}
+
+/// A name outside the consul domain through the link address: containers
+/// resolve every other name through the same chain.
+fn upstream_dns(host: &Host) -> Result<Finding> {
+    let Some(name) = &host.cfg.probes.upstream_name else {
+        return Ok(Finding::Skipped(
+            "no probes.upstream_name configured (a name outside the consul domain to look up)"
+                .into(),
+        ));
+    };
+    let name = format!("{}.", name.0.trim_end_matches('.'));
+    let server = SocketAddr::new(host.cfg.link.address.ip(), 53);
+    Ok(match query_a(server, &name, timeout(host)) {
+        Ok(ips) if !ips.is_empty() => {
+            let ips: Vec<String> = ips.iter().map(|i| i.to_string()).collect();
+            Finding::Ok(format!("{name} -> {} through {server}", ips.join(" ")))
+        }
+        Ok(_) => Finding::Problem(format!("{name}: no A record through {server}")),
+        Err(e) => Finding::Problem(format!(
+            "{name} does not resolve through {server} (no upstream?): {e:#}"
+        )),
     })
 }
 

@@ -8,7 +8,7 @@ use std::path::Path;
 use askama::Template;
 use serde::Serialize;
 
-use crate::config::{Config, Role};
+use crate::config::{Config, DnsBackend, Role};
 use crate::envfile;
 
 #[derive(Template)]
@@ -22,6 +22,8 @@ struct Netdev<'a> {
 struct Network<'a> {
     name: &'a str,
     address: String,
+    dns: String,
+    domain: &'a str,
 }
 
 #[derive(Template)]
@@ -82,9 +84,23 @@ pub fn network(cfg: &Config) -> String {
         Network {
             name: &cfg.link.name.0,
             address: cfg.link.address.to_string(),
+            dns: link_dns_server(cfg),
+            domain: &cfg.consul.domain.0,
         }
         .render(),
     )
+}
+
+/// The DNS server systemd-resolved asks for the consul domain, through the
+/// dummy link: dnsmasq on port 53 of the link address, or with
+/// `dns.backend = "resolved"` the agent's DNS port there (resolved and
+/// networkd take `ADDRESS:PORT`, `[v6]:PORT` for IPv6).
+pub fn link_dns_server(cfg: &Config) -> String {
+    let ip = cfg.link.address.ip();
+    match cfg.dns.backend {
+        DnsBackend::Dnsmasq => ip.to_string(),
+        DnsBackend::Resolved => std::net::SocketAddr::new(ip, cfg.consul.dns_port.0).to_string(),
+    }
 }
 
 /// The dnsmasq drop-in. `resolv_file` is the upstream list already decided by
@@ -100,6 +116,35 @@ pub fn dnsmasq(cfg: &Config, resolv_file: Option<&Path>) -> String {
             resolv_file: resolv_file.map(|p| p.display().to_string()),
         }
         .render(),
+    )
+}
+
+/// The dnsmasq drop-in of `dns.backend = "resolved"`: an installed dnsmasq
+/// must not take port 53 of the link address from systemd-resolved.
+pub fn dnsmasq_keep_off(cfg: &Config) -> String {
+    format!(
+        "# Managed by nodeprep; `nodeprep apply` rewrites this file.\n\
+         # dns.backend = \"resolved\": systemd-resolved answers on {ip}:53; dnsmasq stays\n\
+         # off {link} and binds only the addresses it is given (bind-dynamic).\n\
+         bind-dynamic\n\
+         except-interface={link}\n",
+        ip = cfg.link.address.ip(),
+        link = cfg.link.name
+    )
+}
+
+/// The systemd-resolved drop-in of `dns.backend = "resolved"`: resolved
+/// answers on the link address too, for containers.
+pub fn resolved_dropin(cfg: &Config) -> String {
+    format!(
+        "# Managed by nodeprep; `nodeprep apply` rewrites this file.\n\
+         # dns.backend = \"resolved\": systemd-resolved also answers on the link address,\n\
+         # every container's DNS server. The consul domain is routed to the agent through\n\
+         # {link}'s own DNS settings; every other name goes to the host's upstreams.\n\
+         [Resolve]\n\
+         DNSStubListenerExtra={ip}\n",
+        link = cfg.link.name,
+        ip = cfg.link.address.ip()
     )
 }
 
@@ -200,7 +245,19 @@ mod tests {
              Name=dummy0\n\
              \n\
              [Network]\n\
+             # Host processes ask systemd-resolved: it sends the consul domain, and only\n\
+             # it, to this server, and every other name to the host's upstreams.\n\
+             DNS=169.254.1.1\n\
+             Domains=~consul\n\
+             DNSDefaultRoute=no\n\
+             \n\
+             [Address]\n\
              Address=169.254.1.1/32\n\
+             # As nodeprep adds it live. networkd would otherwise give a 169.254.0.0/16\n\
+             # address link scope and first probe it for conflicts (seconds at every boot,\n\
+             # on a link nothing else is on).\n\
+             Scope=global\n\
+             DuplicateAddressDetection=none\n\
              \n\
              [Link]\n\
              # A dummy link has no carrier to wait for: keep it out of network-online.target.\n\
@@ -241,8 +298,8 @@ mod tests {
         assert!(
             text.ends_with(
                 "bind-dynamic\n\
-             # Upstream servers for every other name: the real list behind systemd-resolved,\n\
-             # never its 127.0.0.53 stub.\n\
+             # Upstream servers for every other name (with systemd-resolved, its real list,\n\
+             # never its 127.0.0.53 stub; dnsmasq skips its own addresses in the list).\n\
              resolv-file=/run/systemd/resolve/resolv.conf\n"
             ),
             "{text}"

@@ -14,6 +14,7 @@ const MANAGED: &[(&str, &str)] = &[
     ("consul-config", "/etc/consul.d/interfaces.json"),
     ("consul-config", "/etc/consul.d/agent.json"),
     ("environment", "/etc/environment"),
+    ("docker-dns", "/etc/docker/daemon.json"),
 ];
 
 fn converged() -> TestEnv {
@@ -33,8 +34,10 @@ fn first_apply_changes_everything_second_changes_nothing() {
             ("link", "skipped"),
             ("networkd", "changed"),
             ("dnsmasq", "changed"),
+            ("resolver", "ok"),
             ("consul-config", "changed"),
             ("environment", "changed"),
+            ("docker-dns", "changed"),
             ("consul", "skipped"),
             ("registrator", "skipped"),
         ]
@@ -59,6 +62,8 @@ fn first_apply_changes_everything_second_changes_nothing() {
         [
             ("consul-http", "skipped"),
             ("consul-dns", "skipped"),
+            ("host-dns", "skipped"),
+            ("upstream-dns", "skipped"),
             ("registrator", "skipped"),
             ("consul-exposure", "skipped")
         ]
@@ -66,7 +71,7 @@ fn first_apply_changes_everything_second_changes_nothing() {
     assert_eq!(doc["version"], env!("CARGO_PKG_VERSION"));
     assert_eq!(
         doc["summary"],
-        serde_json::json!({"ok": 0, "changed": 4, "drift": 0, "failed": 0, "skipped": 7})
+        serde_json::json!({"ok": 1, "changed": 5, "drift": 0, "failed": 0, "skipped": 9})
     );
     for (_, path) in MANAGED {
         let meta = std::fs::metadata(env.path(path)).unwrap();
@@ -127,6 +132,13 @@ fn each_perturbation_is_drift_of_exactly_its_resource() {
         ("consul-config", |e| {
             std::fs::write(e.path("/etc/consul.d/interfaces.json"), "{}\n").unwrap()
         }),
+        ("docker-dns", |e| {
+            std::fs::write(
+                e.path("/etc/docker/daemon.json"),
+                "{\"dns\": [\"8.8.8.8\"], \"debug\": true}",
+            )
+            .unwrap()
+        }),
         ("environment", |e| {
             let p = e.path("/etc/environment");
             let text = std::fs::read_to_string(&p)
@@ -173,7 +185,7 @@ fn dry_run_and_plan_report_pending_changes_and_write_nothing() {
     let env = TestEnv::new();
     let dry = env.run(&["--format", "json", "apply", "--dry-run"]);
     dry.expect_code(2);
-    assert_eq!(dry.json()["summary"]["drift"], 4);
+    assert_eq!(dry.json()["summary"]["drift"], 5);
     let plan = env.run(&["plan"]);
     plan.expect_code(2);
     assert!(
@@ -373,13 +385,13 @@ fn human_output_has_one_line_per_resource_and_a_summary() {
     let run = env.run(&["apply"]);
     run.expect_code(0);
     let lines: Vec<&str> = run.stdout.lines().collect();
-    // 7 resources, 4 probes (skipped offline), the summary.
-    assert_eq!(lines.len(), 12, "{}", run.stdout);
+    // 9 resources, 6 probes (skipped offline), the summary.
+    assert_eq!(lines.len(), 16, "{}", run.stdout);
     assert!(lines[0].starts_with("skipped  link "), "{}", lines[0]);
     assert!(lines[1].starts_with("changed  networkd "), "{}", lines[1]);
     assert_eq!(
-        lines[11],
-        "apply: 0 ok, 4 changed, 0 drift, 0 failed, 7 skipped"
+        lines[15],
+        "apply: 1 ok, 5 changed, 0 drift, 0 failed, 9 skipped"
     );
     let quiet = env.run(&["-q", "apply"]);
     quiet.expect_code(0);
@@ -485,8 +497,9 @@ assert seen["duration"] >= 0
     assert_eq!(
         String::from_utf8_lossy(&out.stdout).trim(),
         "consul=skipped consul-config=ok consul-dns=skipped consul-exposure=skipped consul-http=skipped \
-         dnsmasq=drift environment=ok link=skipped networkd=ok registrator=skipped \
-         summary_changed=0 summary_drift=1 summary_failed=0 summary_ok=3 summary_skipped=7"
+         dnsmasq=drift docker-dns=ok environment=ok host-dns=skipped link=skipped networkd=ok \
+         registrator=skipped resolver=ok summary_changed=0 summary_drift=1 summary_failed=0 \
+         summary_ok=5 summary_skipped=9 upstream-dns=skipped"
     );
 }
 
@@ -553,6 +566,12 @@ fn foreign_tree(env: &TestEnv) {
     std::fs::write(
         env.path("/etc/consul.d/other.json"),
         "{\"log_level\": \"warn\"}\n",
+    )
+    .unwrap();
+    std::fs::create_dir_all(env.path("/etc/docker")).unwrap();
+    std::fs::write(
+        env.path("/etc/docker/daemon.json"),
+        "{ \"log-driver\": \"journald\", \"dns\": [\"192.0.2.53\"] }",
     )
     .unwrap();
 }
@@ -646,6 +665,42 @@ fn a_missing_or_corrupt_record_never_stops_apply_and_the_report_says_so() {
     assert!(!env.path("/etc/consul.d/interfaces.json").exists());
     let env_file = std::fs::read_to_string(env.path("/etc/environment")).unwrap_or_default();
     assert!(!env_file.contains("CONSUL_HTTP_ADDR"), "{env_file}");
+}
+
+#[test]
+fn daemon_json_keeps_foreign_keys_and_an_invalid_one_is_never_overwritten() {
+    let env = TestEnv::new();
+    std::fs::create_dir_all(env.path("/etc/docker")).unwrap();
+    let path = env.path("/etc/docker/daemon.json");
+    std::fs::write(
+        &path,
+        "{\"log-driver\": \"journald\", \"live-restore\": true}\n",
+    )
+    .unwrap();
+    env.converge(&["--only", "docker-dns"]).expect_code(0);
+    assert_eq!(
+        std::fs::read_to_string(&path).unwrap(),
+        "{\n  \"log-driver\": \"journald\",\n  \"live-restore\": true,\n  \"dns\": [\n    \"169.254.1.1\"\n  ]\n}\n"
+    );
+    let broken = "{\"log-driver\": \"journald\",";
+    std::fs::write(&path, broken).unwrap();
+    let run = env.run(&["--format", "json", "apply", "--only", "docker-dns"]);
+    run.expect_code(1);
+    assert!(
+        run.stdout
+            .contains("/etc/docker/daemon.json is not valid JSON"),
+        "{}",
+        run.stdout
+    );
+    assert_eq!(std::fs::read_to_string(&path).unwrap(), broken);
+    // Opting out leaves the file alone.
+    env.write_config("[consul]\nbind_addr = \"192.0.2.10\"\n[docker]\ndaemon_dns = false\n");
+    let run = env.run(&["--format", "json", "apply", "--only", "docker-dns"]);
+    run.expect_code(0);
+    assert_eq!(
+        run.statuses(),
+        [("docker-dns".to_string(), "skipped".to_string())]
+    );
 }
 
 #[test]

@@ -26,33 +26,47 @@ struct Setup {
 
 impl Setup {
     fn new(tag: &str) -> Option<Setup> {
+        Setup::with(
+            tag,
+            "resolv_file = \"none\"\n",
+            "[probes]\ntimeout_ms = 1000\n",
+            &[],
+        )
+    }
+
+    /// A setup whose config gets `dnsmasq_extra` lines in `[dnsmasq]`,
+    /// `tables` appended (`{d}` replaced by the setup's dir), and `addrs`
+    /// on the namespace's loopback besides the link and bind addresses.
+    fn with(tag: &str, dnsmasq_extra: &str, tables: &str, addrs: &[&str]) -> Option<Setup> {
         if let Err(why) = prerequisites() {
             common::prerequisite_missing(&why);
             return None;
         }
         let dir = tempfile::tempdir().unwrap();
-        let d = dir.path().display();
+        let d = dir.path().display().to_string();
         let dead = dir.path().join("no-docker.sock");
         std::fs::write(
             dir.path().join("nodeprep.toml"),
             format!(
                 "[consul]\nbind_addr = \"{BIND}\"\nconfig_dir = \"{d}/consul.d\"\n\
                  role = \"server\"\nbootstrap_expect = 1\n\
-                 [dnsmasq]\nfile = \"{d}/dnsmasq.conf\"\nresolv_file = \"none\"\n\
-                 [docker]\nsocket = \"{}\"\n[probes]\ntimeout_ms = 1000\n\
-                 [state]\ndir = \"{d}/state\"\n",
-                dead.display()
+                 [dnsmasq]\nfile = \"{d}/dnsmasq.conf\"\n{}\
+                 [docker]\nsocket = \"{}\"\n\
+                 [state]\ndir = \"{d}/state\"\n{}",
+                dnsmasq_extra.replace("{d}", &d),
+                dead.display(),
+                tables.replace("{d}", &d)
             ),
         )
         .unwrap();
+        let bind = format!("{BIND}/32");
+        let mut lo = vec!["169.254.1.1/32", bind.as_str()];
+        lo.extend_from_slice(addrs);
         let s = Setup {
             dir,
             // The link address and the host's routable address (bind_addr),
             // both on the namespace's loopback here.
-            ns: Netns::with_lo_addresses(
-                &format!("probe-{tag}"),
-                &["169.254.1.1/32", &format!("{BIND}/32")],
-            ),
+            ns: Netns::with_lo_addresses(&format!("probe-{tag}"), &lo),
         };
         // nodeprep writes the consul config dir and the dnsmasq file. Live
         // applies take the host-wide lock: this binary's tests take turns.
@@ -374,4 +388,94 @@ fn apply_reports_probe_drift_but_exits_0_when_converged() {
     run.expect_code(0);
     assert_eq!(probe(&run, "consul-http").0, "drift", "{}", run.stdout);
     assert_eq!(run.json()["summary"]["drift"], 2, "{}", run.stdout);
+}
+
+#[test]
+fn host_and_upstream_dns_follow_the_host_resolver_and_the_upstreams() {
+    // The host's resolver: a resolv.conf naming dnsmasq (127.0.0.1) first.
+    // dnsmasq's upstream: a second, real dnsmasq standing in for the site's
+    // DNS server at 192.0.2.53, which knows upstream.example.test.
+    let Some(s) = Setup::with(
+        "hostdns",
+        "resolv_file = \"{d}/upstream.conf\"\n",
+        "[dns]\nresolv_conf = \"{d}/resolv.conf\"\n\
+         [probes]\ntimeout_ms = 1000\nupstream_name = \"upstream.example.test\"\n",
+        &["192.0.2.53/32"],
+    ) else {
+        return;
+    };
+    // dnsmasq's upstream list as a plain resolv.conf host has it once the
+    // resolver resource put dnsmasq first: dnsmasq must skip its own
+    // 127.0.0.1 there, not forward to itself.
+    std::fs::write(
+        s.path("upstream.conf"),
+        "nameserver 127.0.0.1\nnameserver 192.0.2.53\n",
+    )
+    .unwrap();
+    std::fs::write(
+        s.path("resolv.conf"),
+        "nameserver 127.0.0.1\nnameserver 192.0.2.53\n",
+    )
+    .unwrap();
+    let upstream_pid = format!("--pid-file={}", s.path("upstream.pid").display());
+    let upstream = || {
+        let p = s.ns.spawn(&[
+            "dnsmasq",
+            "-k",
+            "--user=root",
+            "--conf-file=/dev/null",
+            &upstream_pid,
+            "--listen-address=192.0.2.53",
+            "--bind-interfaces",
+            "--no-resolv",
+            "--address=/upstream.example.test/192.0.2.99",
+        ]);
+        std::thread::sleep(Duration::from_millis(200));
+        p
+    };
+    let mut site = Some(upstream());
+    let _dnsmasq = s.dnsmasq();
+    let _agent = s.agent(&[]);
+    let only = ["--only", "consul-dns,host-dns,upstream-dns"];
+    let (run, _) = s.check(&only);
+    run.expect_code(0);
+    let (st, detail) = probe(&run, "host-dns");
+    assert_eq!(st, "ok", "{detail}");
+    assert!(detail.contains("host resolver 127.0.0.1"), "{detail}");
+    let (st, detail) = probe(&run, "upstream-dns");
+    assert_eq!(st, "ok", "{detail}");
+    assert!(
+        detail.contains("upstream.example.test. -> 192.0.2.99 through 169.254.1.1:53"),
+        "{detail}"
+    );
+
+    // The site's server down: other names fail, the consul domain does not.
+    drop(site.take());
+    let (run, _) = s.check(&only);
+    run.expect_code(2);
+    assert_eq!(probe(&run, "upstream-dns").0, "drift", "{}", run.stdout);
+    assert_eq!(probe(&run, "consul-dns").0, "ok", "{}", run.stdout);
+    assert_eq!(probe(&run, "host-dns").0, "ok", "{}", run.stdout);
+
+    // A host resolver that never asks dnsmasq does not see the consul domain.
+    site = Some(upstream());
+    std::fs::write(s.path("resolv.conf"), "nameserver 192.0.2.53\n").unwrap();
+    let (run, _) = s.check(&only);
+    run.expect_code(2);
+    let (st, detail) = probe(&run, "host-dns");
+    assert_eq!(st, "drift");
+    assert!(detail.contains("192.0.2.53"), "{detail}");
+    drop(site);
+}
+
+#[test]
+fn upstream_dns_is_skipped_without_a_name() {
+    let Some(s) = Setup::new("noupstream") else {
+        return;
+    };
+    let (run, _) = s.check(&["--only", "upstream-dns"]);
+    run.expect_code(0);
+    let (st, detail) = probe(&run, "upstream-dns");
+    assert_eq!(st, "skipped");
+    assert!(detail.contains("probes.upstream_name"), "{detail}");
 }

@@ -25,6 +25,7 @@ pub struct Config {
     pub probes: Probes,
     pub report: ReportCfg,
     pub state: State,
+    pub dns: Dns,
 }
 
 /// nodeprep's own record (what `remove` needs to undo `apply`).
@@ -37,6 +38,9 @@ pub struct State {
 pub struct Probes {
     /// Per probe; a hung service never hangs an audit.
     pub timeout_ms: u64,
+    /// A name outside the consul domain for the `upstream-dns` probe
+    /// (skipped when unset).
+    pub upstream_name: Option<DnsName>,
 }
 
 /// `check --report-consul`: the TTL check on the local agent.
@@ -110,6 +114,23 @@ pub struct Docker {
     /// How long `apply` waits for dockerd's socket to answer (cloud-init can
     /// run nodeprep while dockerd is still starting). `check` never waits.
     pub wait_secs: WaitSecs,
+    /// Make the link address every container's default DNS server.
+    pub daemon_dns: bool,
+    /// dockerd's configuration file, merged (foreign keys kept).
+    pub daemon_json: AbsPath,
+    /// When dockerd may be restarted to read a changed `daemon.json`.
+    pub restart: DockerRestart,
+}
+
+/// Who answers DNS on the link address, and how the host's own resolver
+/// reaches the consul domain.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Dns {
+    pub backend: DnsBackend,
+    /// systemd-resolved drop-in written by the `resolved` backend.
+    pub resolved_dropin: AbsPath,
+    /// The host's resolver configuration (on hosts without systemd-resolved).
+    pub resolv_conf: AbsPath,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -202,6 +223,18 @@ impl Config {
         Ok(Config {
             probes: Probes {
                 timeout_ms: file.probes.timeout_ms.map_or(2000, |b| b.0),
+                upstream_name: file.probes.upstream_name,
+            },
+            dns: Dns {
+                backend: file.dns.backend.unwrap_or(DnsBackend::Dnsmasq),
+                resolved_dropin: file
+                    .dns
+                    .resolved_dropin
+                    .unwrap_or_else(|| abs("/etc/systemd/resolved.conf.d/nodeprep.conf")),
+                resolv_conf: file
+                    .dns
+                    .resolv_conf
+                    .unwrap_or_else(|| abs("/etc/resolv.conf")),
             },
             state: State {
                 dir: file
@@ -218,6 +251,12 @@ impl Config {
                     .socket
                     .unwrap_or_else(|| abs("/var/run/docker.sock")),
                 wait_secs: file.docker.wait_secs.unwrap_or(WaitSecs(60)),
+                daemon_dns: file.docker.daemon_dns.unwrap_or(true),
+                daemon_json: file
+                    .docker
+                    .daemon_json
+                    .unwrap_or_else(|| abs("/etc/docker/daemon.json")),
+                restart: file.docker.restart.unwrap_or(DockerRestart::WhenIdle),
             },
             registrator: Registrator {
                 image: file

@@ -36,6 +36,8 @@ pub struct File {
     pub report: ReportFile,
     #[serde(default)]
     pub state: StateFile,
+    #[serde(default)]
+    pub dns: DnsFile,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -48,6 +50,7 @@ pub struct StateFile {
 #[serde(deny_unknown_fields)]
 pub struct ProbesFile {
     pub timeout_ms: Option<Bounded<50, 60_000>>,
+    pub upstream_name: Option<DnsName>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -108,6 +111,17 @@ pub struct ConsulFile {
 pub struct DockerFile {
     pub socket: Option<AbsPath>,
     pub wait_secs: Option<WaitSecs>,
+    pub daemon_dns: Option<bool>,
+    pub daemon_json: Option<AbsPath>,
+    pub restart: Option<DockerRestart>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DnsFile {
+    pub backend: Option<DnsBackend>,
+    pub resolved_dropin: Option<AbsPath>,
+    pub resolv_conf: Option<AbsPath>,
 }
 
 #[derive(Debug, Default, Deserialize)]

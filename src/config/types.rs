@@ -201,6 +201,34 @@ impl From<Port> for u16 {
 }
 
 string_newtype!(
+    /// A DNS name to look up (letters, digits and '-' in dot-separated
+    /// labels), e.g. for the `upstream-dns` probe.
+    DnsName(String),
+    |s| {
+        let name = s.strip_suffix('.').unwrap_or(&s);
+        let ok = !name.is_empty()
+            && name.len() <= 253
+            && name.split('.').all(|l| {
+                !l.is_empty()
+                    && l.len() <= 63
+                    && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+                    && !l.starts_with('-')
+                    && !l.ends_with('-')
+            });
+        if ok {
+            Ok(s)
+        } else {
+            Err(format!("{s:?} is not a DNS name (letters, digits and '-' in dot-separated labels)"))
+        }
+    }
+);
+impl From<DnsName> for String {
+    fn from(v: DnsName) -> String {
+        v.0
+    }
+}
+
+string_newtype!(
     /// Consul's DNS domain (`consul` unless the agent sets `domain`).
     DnsDomain(String),
     |s| {
@@ -308,6 +336,29 @@ impl fmt::Display for EnvValue {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.0)
     }
+}
+
+/// Who answers DNS on the link address.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DnsBackend {
+    /// dnsmasq forwards the consul domain to the agent (the recipe).
+    Dnsmasq,
+    /// systemd-resolved listens on the link address too and routes the
+    /// consul domain to the agent (systemd 247 or newer).
+    Resolved,
+}
+
+/// When nodeprep may restart dockerd so that it reads a changed
+/// `daemon.json` (a restart stops running containers unless live-restore
+/// is on).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum DockerRestart {
+    /// When no container but nodeprep's own runs, or live-restore is on.
+    WhenIdle,
+    Always,
+    Never,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]

@@ -32,6 +32,28 @@ pub enum Action {
     Unit(UnitOp),
     Link(LinkOp),
     Container(ContainerOp),
+    Resolver(ResolverOp),
+}
+
+/// systemd-resolved's runtime DNS settings of one link.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ResolverOp {
+    SetServers {
+        link: String,
+        servers: Vec<String>,
+    },
+    SetDomains {
+        link: String,
+        domains: Vec<String>,
+    },
+    SetDefaultRoute {
+        link: String,
+        on: bool,
+    },
+    /// Drop every setting made for the link through resolved's API.
+    Revert {
+        link: String,
+    },
 }
 
 /// What to keep in the state directory before a file's current content goes.
@@ -149,6 +171,11 @@ pub enum ContainerOp {
         name: String,
         why: &'static str,
     },
+    /// Restart the engine's systemd unit so that it reads its changed
+    /// configuration, and wait for it to answer again.
+    RestartEngine {
+        unit: &'static str,
+    },
 }
 
 impl fmt::Display for Action {
@@ -158,6 +185,7 @@ impl fmt::Display for Action {
             Action::Unit(op) => op.fmt(f),
             Action::Link(op) => op.fmt(f),
             Action::Container(op) => op.fmt(f),
+            Action::Resolver(op) => op.fmt(f),
         }
     }
 }
@@ -181,6 +209,26 @@ impl fmt::Display for FileOp {
             FileOp::Dir { path, why, .. } => write!(f, "directory {path} ({why})"),
             FileOp::Rmdir { path } => write!(f, "remove directory {path} (created by nodeprep)"),
             FileOp::Purge { path } => write!(f, "delete {path} and everything in it"),
+        }
+    }
+}
+
+impl fmt::Display for ResolverOp {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ResolverOp::SetServers { link, servers } => {
+                write!(f, "resolved: DNS servers of {link}: {}", servers.join(" "))
+            }
+            ResolverOp::SetDomains { link, domains } => {
+                write!(f, "resolved: route {} through {link}", domains.join(" "))
+            }
+            ResolverOp::SetDefaultRoute { link, on: true } => {
+                write!(f, "resolved: send other names through {link}")
+            }
+            ResolverOp::SetDefaultRoute { link, on: false } => {
+                write!(f, "resolved: keep other names off {link}")
+            }
+            ResolverOp::Revert { link } => write!(f, "resolved: drop the DNS settings of {link}"),
         }
     }
 }
@@ -219,6 +267,9 @@ impl fmt::Display for ContainerOp {
             ContainerOp::Start { name } => write!(f, "start container {name}"),
             ContainerOp::Restart { name, why } => write!(f, "restart container {name} ({why})"),
             ContainerOp::Remove { name, why } => write!(f, "remove container {name} ({why})"),
+            ContainerOp::RestartEngine { unit } => {
+                write!(f, "restart {unit} (to read its changed configuration)")
+            }
         }
     }
 }

@@ -7,13 +7,14 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{anyhow, bail, Context, Result};
 
-use super::action::{Action, ContainerOp, FileOp, HostPath, Keep, LinkOp, UnitOp};
+use super::action::{Action, ContainerOp, FileOp, HostPath, Keep, LinkOp, ResolverOp, UnitOp};
 use super::host::Host;
 use super::Forget;
 use crate::progress;
 use crate::state::{self, FileEntry, Original, Store};
 use crate::sys::files;
 use crate::sys::netlink::Created;
+use crate::sys::resolved;
 
 /// Carries out one action. Returns a remark for the report when the host
 /// got there by itself (the kernel created the link first, say).
@@ -23,6 +24,7 @@ pub fn action(host: &Host, store: &mut Store, action: &Action) -> Result<Option<
         Action::Unit(op) => unit(host, store, op).map(|()| None),
         Action::Link(op) => link(host, store, op),
         Action::Container(op) => container(host, op).map(|()| None),
+        Action::Resolver(op) => resolver(op).map(|()| None),
     }
 }
 
@@ -245,6 +247,17 @@ fn link(host: &Host, store: &mut Store, op: &LinkOp) -> Result<Option<String>> {
 }
 
 fn container(host: &Host, op: &ContainerOp) -> Result<()> {
+    if let ContainerOp::RestartEngine { unit } = op {
+        let systemd = host
+            .facts
+            .systemd
+            .ok_or_else(|| anyhow!("cannot {op}: systemd is not running on this host"))?;
+        systemd.restart(unit)?;
+        // The containers that were running come back by their restart
+        // policy; later resources talk to the engine again.
+        let wait = std::time::Duration::from_secs(host.cfg.docker.wait_secs.0.max(30));
+        return host.facts.docker()?.wait_ready(wait);
+    }
     let docker = host.facts.docker()?;
     match op {
         ContainerOp::Pull { image } => {
@@ -257,6 +270,16 @@ fn container(host: &Host, op: &ContainerOp) -> Result<()> {
         ContainerOp::Start { name } => docker.start(name),
         ContainerOp::Restart { name, .. } => docker.restart(name),
         ContainerOp::Remove { name, .. } => docker.remove(name),
+        ContainerOp::RestartEngine { .. } => unreachable!("handled above"),
+    }
+}
+
+fn resolver(op: &ResolverOp) -> Result<()> {
+    match op {
+        ResolverOp::SetServers { link, servers } => resolved::set_servers(link, servers),
+        ResolverOp::SetDomains { link, domains } => resolved::set_domains(link, domains),
+        ResolverOp::SetDefaultRoute { link, on } => resolved::set_default_route(link, *on),
+        ResolverOp::Revert { link } => resolved::revert(link),
     }
 }
 

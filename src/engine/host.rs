@@ -46,6 +46,7 @@ pub struct Facts {
     /// How long to wait for dockerd: `apply` waits, `check` does not.
     docker_wait: Duration,
     netlink: OnceCell<Result<Netlink, String>>,
+    resolved: OnceCell<Result<bool, String>>,
     bind: OnceCell<Result<BindChoice, String>>,
     docker: OnceCell<Result<Docker, String>>,
 }
@@ -62,6 +63,7 @@ impl Host {
             docker_socket: cfg.docker.socket.as_path().to_path_buf(),
             docker_wait,
             netlink: OnceCell::new(),
+            resolved: OnceCell::new(),
             bind: OnceCell::new(),
             docker: OnceCell::new(),
         };
@@ -99,6 +101,19 @@ impl Facts {
         self.netlink
             .get_or_init(|| Netlink::connect().map_err(|e| format!("{e:#}")))
             .as_ref()
+            .map_err(|e| anyhow!("{e}"))
+    }
+
+    /// Whether systemd-resolved runs (never under `--root`).
+    pub fn resolved_active(&self) -> Result<bool> {
+        self.resolved
+            .get_or_init(|| match self.systemd {
+                Some(systemd) if !self.offline => systemd
+                    .is_active("systemd-resolved.service")
+                    .map_err(|e| format!("{e:#}")),
+                _ => Ok(false),
+            })
+            .clone()
             .map_err(|e| anyhow!("{e}"))
     }
 

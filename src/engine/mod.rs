@@ -30,7 +30,9 @@ pub mod action;
 pub mod execute;
 pub mod host;
 
-pub use action::{Action, ContainerOp, Current, FileOp, HostPath, Keep, LinkOp, UnitOp};
+pub use action::{
+    Action, ContainerOp, Current, FileOp, HostPath, Keep, LinkOp, ResolverOp, UnitOp,
+};
 pub use host::Host;
 
 /// The desired state of every resource of a run.
@@ -141,6 +143,9 @@ pub struct Plan {
     /// Record entries that no longer describe anything once this plan is
     /// carried out (a removed file's entry, a link that is gone).
     pub forget: Vec<Forget>,
+    /// Out of spec in a way this run may not fix (a dockerd restart that
+    /// would stop others' containers): drift for `check`, a note otherwise.
+    pub pending: Vec<String>,
 }
 
 /// A record entry a successful remove lets go of.
@@ -255,12 +260,14 @@ fn report_planned(p: &Planned, spec: RunSpec) -> ResourceReport {
             with_notes(reason.clone(), &plan.notes),
         );
     }
+    let notes: Vec<String> = plan.notes.iter().chain(&plan.pending).cloned().collect();
     if plan.is_empty() {
-        return report(
-            p.id,
-            Status::Ok,
-            with_notes(plan.state.clone(), &plan.notes),
-        );
+        let status = if spec.mode == Mode::Check && !plan.pending.is_empty() {
+            Status::Drift
+        } else {
+            Status::Ok
+        };
+        return report(p.id, status, with_notes(plan.state.clone(), &notes));
     }
     let pending: Vec<String> = plan.actions.iter().map(|a| a.to_string()).collect();
     let detail = match spec.mode {
@@ -270,7 +277,7 @@ fn report_planned(p: &Planned, spec: RunSpec) -> ResourceReport {
     ResourceReport {
         id: p.id,
         status: Status::Drift,
-        detail: with_notes(detail, &plan.notes),
+        detail: with_notes(detail, &notes),
         diff: spec.with_diff.then(|| diffs(plan)).flatten(),
         actions: pending,
     }
@@ -296,7 +303,7 @@ fn execute_planned(
         }
     };
     let mut done = Vec::new();
-    let mut notes = plan.notes.clone();
+    let mut notes: Vec<String> = plan.notes.iter().chain(&plan.pending).cloned().collect();
     for action in &plan.actions {
         match execute::action(host, store, action) {
             Ok(note) => {

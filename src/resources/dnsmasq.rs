@@ -1,11 +1,15 @@
-//! `dnsmasq`: the drop-in that forwards the consul domain to the agent, and
-//! a restart of a running dnsmasq when the file changed (or went).
+//! `dnsmasq`: with `dns.backend = "dnsmasq"` (the recipe), the drop-in that
+//! forwards the consul domain to the agent and every other name to the
+//! host's upstreams; with `"resolved"`, a drop-in that keeps an installed
+//! dnsmasq off the link address, which systemd-resolved answers on. dnsmasq
+//! is restarted (or started, when enabled but not running) when the file
+//! changed.
 
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Result};
 
-use crate::config::ResolvFile;
+use crate::config::{DnsBackend, ResolvFile};
 use crate::engine::{Action, Ensure, Host, Plan, Resource, UnitOp, Want};
 use crate::render;
 use crate::resources::files::{self, DirsSeen, FileSeen, FileSpec};
@@ -13,6 +17,8 @@ use crate::resources::files::{self, DirsSeen, FileSeen, FileSpec};
 const UNIT: &str = "dnsmasq.service";
 /// systemd-resolved's list of the real upstream servers (not its stub).
 const RESOLVED_UPSTREAMS: &str = "/run/systemd/resolve/resolv.conf";
+/// Where the resolvconf package keeps the file /etc/resolv.conf links to.
+const RESOLVCONF_RUN: &str = "/run/resolvconf";
 
 pub struct Dnsmasq;
 
@@ -28,7 +34,12 @@ pub struct Seen {
 struct Live {
     installed: bool,
     /// `None` when systemd is not running.
-    active: Option<bool>,
+    unit: Option<UnitState>,
+}
+
+struct UnitState {
+    active: bool,
+    enabled: bool,
 }
 
 impl Resource for Dnsmasq {
@@ -43,8 +54,11 @@ impl Resource for Dnsmasq {
         } else {
             Some(Live {
                 installed: dnsmasq_installed(),
-                active: match host.facts.systemd {
-                    Some(systemd) => Some(systemd.is_active(UNIT)?),
+                unit: match host.facts.systemd {
+                    Some(systemd) => Some(UnitState {
+                        active: systemd.is_active(UNIT)?,
+                        enabled: systemd.is_enabled(UNIT)?,
+                    }),
                     None => None,
                 },
             })
@@ -55,29 +69,48 @@ impl Resource for Dnsmasq {
                 Ensure::Absent => files::observe_dirs(host, &[path])?,
                 Ensure::Present => DirsSeen::default(),
             },
-            resolv: resolv_file(host),
+            resolv: resolv_file(host)?,
             live,
         })
     }
 
     fn diff(want: &Want, seen: &Seen) -> Result<Plan> {
-        let content = render::dnsmasq(want.cfg, seen.resolv.as_deref());
+        let cfg = want.cfg;
+        let backend = cfg.dns.backend;
+        let content = match backend {
+            DnsBackend::Dnsmasq => render::dnsmasq(cfg, seen.resolv.as_deref()),
+            DnsBackend::Resolved => render::dnsmasq_keep_off(cfg),
+        };
         let mut plan = Plan {
-            state: want.cfg.dnsmasq.file.as_path().display().to_string(),
+            state: cfg.dnsmasq.file.as_path().display().to_string(),
             ..Plan::default()
         };
+        let installed = seen.live.as_ref().is_none_or(|l| l.installed);
         match want.ensure {
+            Ensure::Present if !installed && backend == DnsBackend::Resolved => {
+                plan.state =
+                    "dnsmasq is not installed (dns.backend = \"resolved\" needs none)".into();
+                return Ok(plan);
+            }
+            Ensure::Present if !installed => {
+                bail!("dnsmasq is not installed (no dnsmasq in /usr/sbin or PATH): install it (apt-get install dnsmasq), then run nodeprep apply again");
+            }
             Ensure::Present => {
-                if seen.live.as_ref().is_some_and(|l| !l.installed) {
-                    bail!("dnsmasq is not installed (no dnsmasq in /usr/sbin or PATH): install it (apt-get install dnsmasq), then run nodeprep apply again");
-                }
                 plan.actions.extend(files::present(
                     &seen.file,
                     content.into_bytes(),
                     FileSpec::plain(want),
                 ));
-                if let Some(r) = &seen.resolv {
-                    plan.notes.push(format!("upstreams from {}", r.display()));
+                match (&seen.resolv, backend) {
+                    (Some(r), DnsBackend::Dnsmasq) => {
+                        plan.notes.push(format!("upstreams from {}", r.display()))
+                    }
+                    (None, DnsBackend::Dnsmasq) => plan
+                        .notes
+                        .push("upstreams from dnsmasq's default list".into()),
+                    (_, DnsBackend::Resolved) => plan
+                        .notes
+                        .push("kept off the link address (systemd-resolved answers there)".into()),
                 }
             }
             Ensure::Absent => {
@@ -89,37 +122,70 @@ impl Resource for Dnsmasq {
                 plan.actions.extend(rmdirs);
             }
         }
-        if plan.changes_files() {
-            match seen.live.as_ref().map(|l| l.active) {
-                None => {}
-                // dnsmasq reads its configuration only at start; SIGHUP
-                // rereads hosts files, not server= lines.
-                Some(Some(true)) => plan.actions.push(Action::Unit(UnitOp::Restart(UNIT))),
-                Some(Some(false)) => plan
-                    .notes
-                    .push("dnsmasq is not running; it reads the file when it starts".into()),
-                Some(None) => plan
-                    .notes
-                    .push("systemd is not running: restart dnsmasq yourself".into()),
+        let changed = plan.changes_files();
+        match seen.live.as_ref().map(|l| l.unit.as_ref()) {
+            None => {}
+            // dnsmasq reads its configuration only at start; SIGHUP rereads
+            // hosts files, not server= lines. A dnsmasq that is enabled but
+            // not running (Debian's default one fails beside
+            // systemd-resolved: both want port 53 of every address) is
+            // started once its file lets it.
+            Some(Some(unit)) if changed && (unit.active || unit.enabled) => {
+                plan.actions.push(Action::Unit(UnitOp::Restart(UNIT)))
             }
+            Some(Some(unit))
+                if !unit.active && unit.enabled && want.ensure == Ensure::Present && installed =>
+            {
+                plan.actions.push(Action::Unit(UnitOp::Restart(UNIT)))
+            }
+            Some(Some(unit)) if changed && !unit.active => plan
+                .notes
+                .push("dnsmasq is not running; it reads the file when it starts".into()),
+            Some(None) if changed => plan
+                .notes
+                .push("systemd is not running: restart dnsmasq yourself".into()),
+            Some(_) => {}
         }
         Ok(plan)
     }
 }
 
-/// The upstream list dnsmasq should read. With `auto`, resolved's real list
-/// when resolved is in use: Debian's dnsmasq otherwise looks for
-/// /run/dnsmasq/resolv.conf, which resolvconf would write but which is
-/// missing on resolved hosts, leaving dnsmasq without upstreams.
-fn resolv_file(host: &Host) -> Option<PathBuf> {
-    match &host.cfg.dnsmasq.resolv_file {
+/// The upstream list dnsmasq should read. With `auto`:
+/// - systemd-resolved running: its real upstream list, never its stub (and
+///   without the dummy link, whose only domain is routing-only);
+/// - `/etc/resolv.conf` a link into resolvconf's directory: dnsmasq's own
+///   default, which Debian wires to resolvconf;
+/// - otherwise the plain `/etc/resolv.conf`. The `resolver` resource puts
+///   dnsmasq's own 127.0.0.1 first there; dnsmasq skips a server that is one
+///   of its own listening addresses.
+fn resolv_file(host: &Host) -> Result<Option<PathBuf>> {
+    Ok(match &host.cfg.dnsmasq.resolv_file {
         ResolvFile::None => None,
         ResolvFile::Path(p) => Some(p.clone()),
-        ResolvFile::Auto => {
-            let p = Path::new(RESOLVED_UPSTREAMS);
-            host.path(p).real.exists().then(|| p.to_path_buf())
+        ResolvFile::Auto if host.offline() => {
+            // An image: resolved's list if the tree has one, else dnsmasq's
+            // default; the live host decides again at its own apply.
+            let upstreams = Path::new(RESOLVED_UPSTREAMS);
+            host.path(upstreams)
+                .real
+                .exists()
+                .then(|| upstreams.to_path_buf())
         }
-    }
+        ResolvFile::Auto => {
+            let upstreams = Path::new(RESOLVED_UPSTREAMS);
+            let etc = host.cfg.dns.resolv_conf.as_path();
+            let target = std::fs::read_link(host.path(etc).real).ok();
+            if host.path(upstreams).real.exists() && host.facts.resolved_active()? {
+                Some(upstreams.to_path_buf())
+            } else if target.is_some_and(|t| {
+                t.starts_with(RESOLVCONF_RUN) || t.starts_with("../run/resolvconf")
+            }) {
+                None
+            } else {
+                Some(etc.to_path_buf())
+            }
+        }
+    })
 }
 
 fn dnsmasq_installed() -> bool {

@@ -11,17 +11,22 @@ use crate::engine::Entry;
 pub mod consul_config;
 pub mod containers;
 pub mod dnsmasq;
+pub mod docker_dns;
 pub mod environment;
 pub mod files;
 pub mod link;
 pub mod networkd;
+pub mod resolver;
 
-pub static TABLE: [Entry; 7] = [
+pub static TABLE: [Entry; 9] = [
     Entry::of::<link::Link>(),
     Entry::of::<networkd::Networkd>(),
     Entry::of::<dnsmasq::Dnsmasq>(),
+    Entry::of::<resolver::Resolver>(),
     Entry::of::<consul_config::ConsulConfig>(),
     Entry::of::<environment::Environment>(),
+    // Before the containers: a dockerd restart it may need comes first.
+    Entry::of::<docker_dns::DockerDns>(),
     Entry::of::<containers::Consul>(),
     Entry::of::<containers::Registrator>(),
 ];

@@ -143,6 +143,57 @@ impl Docker {
         }))
     }
 
+    /// Names of the running containers nodeprep did not create (no
+    /// `nodeprep.managed` label): what a dockerd restart would interrupt.
+    pub fn running_foreign(&self) -> Result<Vec<String>> {
+        let opts = bollard::query_parameters::ListContainersOptionsBuilder::new()
+            .all(false)
+            .build();
+        let list = self
+            .rt
+            .block_on(self.client.list_containers(Some(opts)))
+            .map_err(|e| self.err(e, "cannot list the running containers"))?;
+        Ok(list
+            .into_iter()
+            .filter(|c| {
+                c.labels
+                    .as_ref()
+                    .is_none_or(|l| l.get(LABEL_MANAGED).is_none_or(|v| v != "true"))
+            })
+            .map(|c| {
+                c.names
+                    .and_then(|n| n.into_iter().next())
+                    .map(|n| n.trim_start_matches('/').to_string())
+                    .or(c.id)
+                    .unwrap_or_default()
+            })
+            .collect())
+    }
+
+    /// Whether the engine keeps containers running while it restarts
+    /// (`live-restore`).
+    pub fn live_restore(&self) -> Result<bool> {
+        let info = self
+            .rt
+            .block_on(self.client.info())
+            .map_err(|e| self.err(e, "cannot read the engine's settings"))?;
+        Ok(info.live_restore_enabled.unwrap_or(false))
+    }
+
+    /// Waits up to `wait` for the engine to answer again (after a restart).
+    pub fn wait_ready(&self, wait: Duration) -> Result<()> {
+        let deadline = Instant::now() + wait;
+        loop {
+            match self.rt.block_on(self.client.ping()) {
+                Ok(_) => return Ok(()),
+                Err(e) if Instant::now() >= deadline => {
+                    return Err(self.err(e, "dockerd did not answer again after its restart"))
+                }
+                Err(_) => std::thread::sleep(Duration::from_millis(250)),
+            }
+        }
+    }
+
     pub fn image_exists(&self, image: &str) -> Result<bool> {
         match self.rt.block_on(self.client.inspect_image(image)) {
             Ok(_) => Ok(true),
@@ -316,6 +367,30 @@ fn describe(e: &DockerError) -> String {
         DockerError::SocketNotFoundError(path) => format!("no socket at {path}"),
         other => other.to_string(),
     }
+}
+
+/// When the running dockerd started, from its pid file and the kernel's
+/// process table: a `daemon.json` changed after that is not in effect yet.
+/// `None` when no dockerd runs (or the pid file is stale).
+pub fn daemon_started(pidfile: &Path) -> Option<std::time::SystemTime> {
+    let pid = std::fs::read_to_string(pidfile).ok()?;
+    let stat = std::fs::read_to_string(format!("/proc/{}/stat", pid.trim())).ok()?;
+    // Field 22 (starttime, in clock ticks since boot) comes after the
+    // command in parentheses, which may itself hold spaces.
+    let after = stat.rsplit_once(')')?.1;
+    let ticks: u64 = after.split_whitespace().nth(19)?.parse().ok()?;
+    let btime: u64 = std::fs::read_to_string("/proc/stat")
+        .ok()?
+        .lines()
+        .find_map(|l| l.strip_prefix("btime "))?
+        .trim()
+        .parse()
+        .ok()?;
+    let hz = nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK)
+        .ok()
+        .flatten()
+        .filter(|&h| h > 0)? as u64;
+    Some(std::time::UNIX_EPOCH + Duration::from_millis(btime * 1000 + ticks * 1000 / hz))
 }
 
 #[cfg(test)]
