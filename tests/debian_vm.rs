@@ -1,38 +1,53 @@
-//! The full-host tier: nodeprep on a real Debian bookworm host under qemu.
+//! The full-host tier: nodeprep on real Debian hosts under qemu.
 //!
 //! The busybox VM of tests/vm_kernel.rs proves the netlink and file work on
-//! a real kernel; this tier boots a whole Debian host (systemd, Debian's own
-//! kernel, systemd-networkd, Debian's dnsmasq, docker.io, cloud-init) and
-//! brings it up end to end as an operator would: cloud-init runs the real
-//! `configs/cloud-init.yaml`, whose runcmd installs nodeprep and runs
-//! `nodeprep apply`; the scenario then audits the host with live probes,
-//! resolves the consul domain from the host and from a container, reboots,
-//! and breaks and repairs it. The consul and registrator containers run
-//! TEST STAND-IN images (`standins/`, NOT Consul, NOT registrator: the real
-//! images cannot be had here) that read nodeprep's config and answer where
-//! a real agent would.
+//! a real kernel; this tier boots whole Debian hosts (systemd, Debian's own
+//! kernel, systemd-networkd, systemd-resolved or a plain resolv.conf,
+//! Debian's dnsmasq, docker.io, cloud-init) and brings them up end to end as
+//! an operator would: cloud-init runs the real user data
+//! (`configs/cloud-init.yaml`, or `configs/cloud-init-resolved.yaml`), whose
+//! runcmd installs nodeprep and runs `nodeprep apply`; the scenario then
+//! audits the host with live probes, resolves the consul domain and other
+//! names from the host and from containers (no `--dns`), reboots, breaks and
+//! repairs it, and on one variant removes the layout and reboots again. The
+//! consul and registrator containers run TEST STAND-IN images (`standins/`,
+//! NOT Consul, NOT registrator: the real images cannot be had here); a
+//! stand-in consul server at 10.0.0.10 plays the cluster the host joins, and
+//! a small responder at 192.0.2.53 plays the site's DNS server.
 //!
-//! - `tests/debian-vm/build-root.sh` makes the root with mmdebstrap and
-//!   caches it as a tarball in `$NODEPREP_TEST_CACHE/debian-vm` (default
-//!   `/var/cache/nodeprep-tests`), keyed by the package list and the script;
+//! Host variants (each its own test; one root per suite serves all of a
+//! suite's variants):
+//! - `debian_vm_bookworm_resolved`: Debian 12, systemd-resolved running,
+//!   dnsmasq backend, Docker; two boots, with the dockerd restart policy;
+//! - `debian_vm_trixie_plain`: Debian 13, no systemd-resolved (a plain
+//!   /etc/resolv.conf), dnsmasq backend, Docker; three boots: the same
+//!   scenario, then `remove`, a reboot, and `apply` again;
+//! - `debian_vm_bookworm_resolved_only`: Debian 12, `dns.backend =
+//!   "resolved"`, no dnsmasq package; two boots.
+//!
+//! - `tests/debian-vm/build-root.sh --suite S` makes a root with mmdebstrap
+//!   and caches it as a tarball in `$NODEPREP_TEST_CACHE/debian-vm` (default
+//!   `/var/cache/nodeprep-tests`), keyed by the package list, the script and
+//!   the suite;
 //! - `tests/debian-vm/make-images.sh` builds the stand-in images and a
 //!   busybox image in the host's dockerd (`tests/docker/`) and `docker
 //!   save`s them into one tarball;
-//! - `tests/debian-vm/make-user-data.py` turns `configs/cloud-init.yaml`
-//!   into the user data, with three test-plumbing substitutions only (copy
-//!   nodeprep from the disk instead of downloading it; name the stand-in
-//!   images in nodeprep.toml; `docker load` them first), and validates it
-//!   with `cloud-init schema --config-file` and `nodeprep config validate`;
-//! - `tests/debian-vm/make-disk.sh` makes a fresh ext4 image from the root on
-//!   every run, with the binary, the images, the user data (NoCloud seed)
-//!   and `tests/debian-vm/guest/` installed;
-//! - the image boots twice (`-kernel`/`-initrd` of the root's own kernel,
-//!   `-nic none`: the VM has no network card). In boot 1 cloud-init runs the
-//!   user data, then `nodeprep-test.service` (after `cloud-final.service`)
-//!   runs phase 1 of `guest/scenario.sh` and reboots the host; qemu runs
-//!   with `-no-reboot`, so that reboot ends it, and the test boots the same
-//!   disk again for phase 2. Each boot has its own timeout and its own
-//!   serial log.
+//! - `tests/debian-vm/make-user-data.py` turns the user data into the VM's,
+//!   with three test-plumbing substitutions only (copy nodeprep from the disk
+//!   instead of downloading it; name the stand-in images and the VM site's
+//!   one DNS name in nodeprep.toml; `docker load` the images first), and
+//!   validates it with `cloud-init schema --config-file` and `nodeprep config
+//!   validate`;
+//! - `tests/debian-vm/make-disk.sh --variant V` makes a fresh ext4 image from
+//!   the root on every run, with the binary, the images, the user data
+//!   (NoCloud seed), `tests/debian-vm/guest/` and the variant's changes;
+//! - the image boots once per phase (`-kernel`/`-initrd` of the root's own
+//!   kernel, `-nic none`: the VM has no network card). In boot 1 cloud-init
+//!   runs the user data, then `nodeprep-test.service` (after
+//!   `cloud-final.service`) runs phase 1 of `guest/scenario.sh` and reboots
+//!   the host; qemu runs with `-no-reboot`, so that reboot ends it, and the
+//!   test boots the same disk again for the next phase. Each boot has its own
+//!   timeout and its own serial log. One qemu runs at a time on the machine.
 //!
 //! Serial console markers (`guest/lib.sh`):
 //!
@@ -66,31 +81,88 @@ use std::time::{Duration, Instant};
 
 use vm::{note, secs, Boot, Qemu, ScriptOutput};
 
-const TEST: &str = "debian_vm_full_host";
+const TEST: &str = "debian_vm";
 
-/// Steps of phase 1 (first boot, after cloud-init ran the user data), in
-/// order; each must PASS.
-const PHASE1_STEPS: &[&str] = &[
+/// Phase 1 (first boot, after cloud-init ran the user data), in order; each
+/// must PASS. The same on every host variant.
+const PHASE1: &[&str] = &[
     "cloud-init-done",
     "check-all-ok",
     "apply-second-noop",
-    "dnsmasq-chain",
+    "dns-chain",
     "container-dns",
+    "host-dns",
+    "upstream-down",
     "login-env",
 ];
 
-/// Steps of phase 2 (after the reboot), in order; each must PASS.
-const PHASE2_STEPS: &[&str] = &[
+/// Phase 2 (after the reboot) of every variant ...
+const PHASE2_COMMON: &[&str] = &[
     "reboot-persists",
-    "dnsmasq-after-reboot",
+    "dns-after-reboot",
+    "container-dns-after-reboot",
+    "host-dns-after-reboot",
     "apply-after-reboot-noop",
-    "drift-detected-and-repaired",
-    "repair-with-networkd-active",
-    "remove",
 ];
+/// ... then drift and repair (both dnsmasq variants) ...
+const PHASE2_REPAIRS: &[&str] = &["drift-detected-and-repaired", "repair-with-networkd-active"];
 
-/// Steps of phase 3 (after `remove` and a reboot), in order.
-const PHASE3_STEPS: &[&str] = &["removed-after-reboot", "apply-again"];
+/// Phase 3 (after `remove` and a reboot), in order.
+const PHASE3: &[&str] = &["removed-after-reboot", "apply-again"];
+
+/// A host variant: a root of `suite`, made into a disk by make-disk.sh's
+/// `--variant`, brought up by the user data of `user_data`, and the steps of
+/// each of its boots (the scenario, tests/debian-vm/guest/scenario.sh, runs
+/// the same steps on every variant, with the variant's expectations).
+struct Variant {
+    name: &'static str,
+    suite: &'static str,
+    user_data: &'static str,
+    phases: Vec<Vec<&'static str>>,
+}
+
+fn steps(parts: &[&[&'static str]]) -> Vec<&'static str> {
+    parts.iter().flat_map(|p| p.iter().copied()).collect()
+}
+
+/// Debian 12 with systemd-resolved running: dnsmasq backend, Docker; the
+/// dockerd restart policy of docker-dns.
+fn bookworm_resolved() -> Variant {
+    Variant {
+        name: "resolved",
+        suite: "bookworm",
+        user_data: "configs/cloud-init.yaml",
+        phases: vec![
+            PHASE1.to_vec(),
+            steps(&[PHASE2_COMMON, PHASE2_REPAIRS, &["docker-restart-policy"]]),
+        ],
+    }
+}
+
+/// Debian 13 without systemd-resolved (a plain /etc/resolv.conf): the same
+/// scenario, then remove, a reboot, and apply again.
+fn trixie_plain() -> Variant {
+    Variant {
+        name: "plain",
+        suite: "trixie",
+        user_data: "configs/cloud-init.yaml",
+        phases: vec![
+            PHASE1.to_vec(),
+            steps(&[PHASE2_COMMON, PHASE2_REPAIRS, &["remove"]]),
+            PHASE3.to_vec(),
+        ],
+    }
+}
+
+/// Debian 12, dns.backend = "resolved", no dnsmasq package.
+fn bookworm_resolved_only() -> Variant {
+    Variant {
+        name: "resolved-only",
+        suite: "bookworm",
+        user_data: "configs/cloud-init-resolved.yaml",
+        phases: vec![PHASE1.to_vec(), PHASE2_COMMON.to_vec()],
+    }
+}
 
 const END_MARKER: &str = "NODEPREP-SCENARIO-END";
 const REBOOT_MARKER: &str = "NODEPREP-REBOOTING";
@@ -138,7 +210,7 @@ struct Prepared {
 
 /// The root, the stand-in images, the user data and the disk. `Err` is a
 /// missing prerequisite.
-fn prepare(binary: &Path) -> Result<Prepared, String> {
+fn prepare(binary: &Path, variant: &Variant) -> Result<Prepared, String> {
     let mut timings = Vec::new();
     let mut timing = |line: String| {
         note(&format!("debian-vm: {line}"));
@@ -146,7 +218,7 @@ fn prepare(binary: &Path) -> Result<Prepared, String> {
     };
 
     // The root: cached, or built now (about two minutes).
-    let root = run_script("bash", "build-root.sh", &[])?;
+    let root = run_script("bash", "build-root.sh", &["--suite", variant.suite])?;
     timing(format!(
         "root {} ({}s, {})",
         root.get("ROOT_CACHE"),
@@ -154,7 +226,7 @@ fn prepare(binary: &Path) -> Result<Prepared, String> {
         root.get("ROOT_TAR")
     ));
 
-    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("debian-vm");
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("debian-vm-{}", variant.name));
     fs::create_dir_all(&dir).expect("create work dir");
     let out = dir.to_str().expect("UTF-8 work dir");
     let binary_arg = binary.to_str().expect("UTF-8 binary path");
@@ -169,7 +241,7 @@ fn prepare(binary: &Path) -> Result<Prepared, String> {
 
     // The real user data, with the test's three substitutions, validated.
     let started = Instant::now();
-    let source = vm::repo_dir().join("configs/cloud-init.yaml");
+    let source = vm::repo_dir().join(variant.user_data);
     let python = if Path::new("/usr/bin/python3").exists() {
         "/usr/bin/python3"
     } else {
@@ -188,7 +260,8 @@ fn prepare(binary: &Path) -> Result<Prepared, String> {
         ],
     )?;
     timing(format!(
-        "user data from configs/cloud-init.yaml in {} ({})",
+        "user data from {} in {} ({})",
+        variant.user_data,
         secs(started.elapsed()),
         user_data.get("SCHEMA")
     ));
@@ -197,6 +270,8 @@ fn prepare(binary: &Path) -> Result<Prepared, String> {
         "bash",
         "make-disk.sh",
         &[
+            "--variant",
+            variant.name,
             "--root-tar",
             root.get("ROOT_TAR"),
             "--binary",
@@ -228,7 +303,7 @@ fn prepare(binary: &Path) -> Result<Prepared, String> {
 /// Boot `n` of the disk, its serial console in `serial-boot<n>.log` in
 /// `dir`, and its timing line (to `final_marker`). Ends when qemu exits (the
 /// guest powered off or rebooted: -no-reboot) or after the timeout.
-fn boot(n: u32, disk: &Disk, dir: &Path, final_marker: &str) -> Boot {
+fn boot(n: u32, disk: &Disk, dir: &Path, final_marker: &str, variant: &str) -> Boot {
     let boot = Qemu::new(&disk.kernel, &disk.initrd)
         .memory_mb(1024)
         .cpus(2)
@@ -254,7 +329,7 @@ fn boot(n: u32, disk: &Disk, dir: &Path, final_marker: &str) -> Boot {
         .label(&format!("boot {n}"))
         .boot(&dir.join(format!("serial-boot{n}.log")));
     note(&format!(
-        "debian-vm: {}",
+        "debian-vm {variant}: {}",
         boot.timing("NODEPREP-BOOT ", final_marker)
     ));
     boot
@@ -279,8 +354,25 @@ fn verdict(boot: &Boot, n: u32, expected: &[&str], final_marker: &str) -> Vec<St
 }
 
 #[test]
-fn debian_vm_full_host() {
+fn debian_vm_bookworm_resolved() {
+    run_variant(bookworm_resolved());
+}
+
+#[test]
+fn debian_vm_trixie_plain() {
+    run_variant(trixie_plain());
+}
+
+#[test]
+fn debian_vm_bookworm_resolved_only() {
+    run_variant(bookworm_resolved_only());
+}
+
+/// Prepares the variant's disk and boots it once per phase; every phase
+/// but the last ends with the guest's own reboot.
+fn run_variant(variant: Variant) {
     let total = Instant::now();
+    let name = variant.name;
     let binary = Path::new(env!("CARGO_BIN_EXE_nodeprep"));
     vm::assert_static_binary(
         binary,
@@ -289,45 +381,46 @@ fn debian_vm_full_host() {
     if let Err(why) = vm::qemu_available() {
         return prerequisite_missing(&why);
     }
-    let Prepared { dir, disk, timings } = match prepare(binary) {
+    let Prepared { dir, disk, timings } = match prepare(binary, &variant) {
         Ok(prepared) => prepared,
         Err(why) => return prerequisite_missing(&why),
     };
 
     let mut problems = Vec::new();
-    let mut boots = Vec::new();
-
-    let boot1 = boot(1, &disk, &dir, REBOOT_MARKER);
-    problems.extend(verdict(&boot1, 1, PHASE1_STEPS, REBOOT_MARKER));
-    // Phase 2 needs phase 1 to have ended with its reboot (the phase file
-    // is written just before it).
-    let rebooted = boot1.has_line(REBOOT_MARKER);
-    boots.push(boot1);
-    if rebooted {
-        let boot2 = boot(2, &disk, &dir, REBOOT_MARKER);
-        problems.extend(verdict(&boot2, 2, PHASE2_STEPS, REBOOT_MARKER));
-        let rebooted = boot2.has_line(REBOOT_MARKER);
-        boots.push(boot2);
-        if rebooted {
-            let boot3 = boot(3, &disk, &dir, END_MARKER);
-            problems.extend(verdict(&boot3, 3, PHASE3_STEPS, END_MARKER));
-            boots.push(boot3);
+    let mut boots: Vec<Boot> = Vec::new();
+    let last = variant.phases.len();
+    for (i, expected) in variant.phases.iter().enumerate() {
+        let n = i as u32 + 1;
+        let marker = if n as usize == last {
+            END_MARKER
         } else {
-            problems.push("boot 3 not attempted: boot 2 did not reach its reboot".into());
+            REBOOT_MARKER
+        };
+        if let Some(prev) = boots.last() {
+            // The next phase needs the previous one to have ended with its
+            // reboot (the phase file is written just before it).
+            if !prev.has_line(REBOOT_MARKER) {
+                problems.push(format!(
+                    "boot {n} not attempted: boot {} did not reach its reboot",
+                    n - 1
+                ));
+                break;
+            }
         }
-    } else {
-        problems.push("boot 2 not attempted: boot 1 did not reach its reboot".into());
+        let b = boot(n, &disk, &dir, marker, name);
+        problems.extend(verdict(&b, n, expected, marker));
+        boots.push(b);
     }
 
     // What the real host showed, for whoever decides nodeprep's behaviour.
     for b in &boots {
         let label = &b.label;
         for n in b.notes() {
-            note(&format!("debian-vm: NOTE ({label}): {n}"));
+            note(&format!("debian-vm {name}: NOTE ({label}): {n}"));
         }
         for s in b.steps() {
             note(&format!(
-                "debian-vm: {label}: {} {} {}",
+                "debian-vm {name}: {label}: {} {} {}",
                 s.name,
                 if s.passed { "PASS" } else { "FAIL" },
                 s.detail
@@ -335,7 +428,7 @@ fn debian_vm_full_host() {
         }
     }
     note(&format!(
-        "debian-vm: timings: {}; {}; total {}",
+        "debian-vm {name}: timings: {}; {}; total {}",
         timings.join("; "),
         boots
             .iter()
@@ -350,7 +443,7 @@ fn debian_vm_full_host() {
             b.print_console(true);
         }
         panic!(
-            "{TEST}: {} problem(s):\n  {}\n(serial logs above and in {}; disk image kept in {})",
+            "{TEST} {name}: {} problem(s):\n  {}\n(serial logs above and in {}; disk image kept in {})",
             problems.len(),
             problems.join("\n  "),
             dir.display(),
@@ -362,7 +455,7 @@ fn debian_vm_full_host() {
             b.print_console(false);
         }
     }
-    // About 700 MB of blocks: not kept once the run passed.
+    // About 1 GB of blocks: not kept once the run passed.
     let _ = fs::remove_file(&disk.image);
 }
 

@@ -53,7 +53,7 @@ impl Resource for Dnsmasq {
             None
         } else {
             Some(Live {
-                installed: dnsmasq_installed(),
+                installed: dnsmasq_installed(host.facts.systemd.is_some()),
                 unit: match host.facts.systemd {
                     Some(systemd) => Some(UnitState {
                         active: systemd.is_active(UNIT)?,
@@ -188,9 +188,20 @@ fn resolv_file(host: &Host) -> Result<Option<PathBuf>> {
     })
 }
 
-fn dnsmasq_installed() -> bool {
+/// Whether the dnsmasq service is installed. With systemd, its unit must be
+/// there: the `dnsmasq-base` package (which NetworkManager depends on) ships
+/// the binary without the service that reads /etc/dnsmasq.d.
+fn dnsmasq_installed(systemd: bool) -> bool {
     let in_path = std::env::var_os("PATH")
         .map(|paths| std::env::split_paths(&paths).any(|d| d.join("dnsmasq").is_file()))
         .unwrap_or(false);
-    in_path || Path::new("/usr/sbin/dnsmasq").is_file()
+    let binary = in_path || Path::new("/usr/sbin/dnsmasq").is_file();
+    let unit = [
+        "/lib/systemd/system/dnsmasq.service",
+        "/usr/lib/systemd/system/dnsmasq.service",
+        "/etc/systemd/system/dnsmasq.service",
+    ]
+    .iter()
+    .any(|p| Path::new(p).exists());
+    binary && (unit || !systemd)
 }

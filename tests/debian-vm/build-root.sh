@@ -1,16 +1,19 @@
 #!/bin/bash
-# Build (or reuse) the Debian bookworm root filesystem of the full-host VM tier
-# (tests/debian_vm.rs): systemd, Debian's dnsmasq, docker.io, cloud-init and
-# Debian's own kernel, made with mmdebstrap and cached as a tarball.
+# Build (or reuse) a Debian root filesystem of the full-host VM tier
+# (tests/debian_vm.rs): systemd, systemd-resolved, Debian's dnsmasq,
+# docker.io, podman, NetworkManager, cloud-init and Debian's own kernel, made
+# with mmdebstrap and cached as a tarball. One root per suite serves every
+# host variant of that suite: make-disk.sh removes, masks or configures what
+# a variant must not have.
 #
 # Usage:
-#   tests/debian-vm/build-root.sh
+#   tests/debian-vm/build-root.sh [--suite bookworm|trixie]
 #
 # Environment:
 #   NODEPREP_TEST_CACHE     cache directory (default /var/cache/nodeprep-tests);
-#                           the root is kept as debian-vm/root-<key>.tar, where
-#                           <key> hashes this script, tests/debian-vm/packages
-#                           and the mirrors, so editing either rebuilds it.
+#                           the root is kept as debian-vm/root-<suite>-<key>.tar,
+#                           where <key> hashes this script, tests/debian-vm/packages,
+#                           the suite and the mirrors, so editing either rebuilds it.
 #   NODEPREP_DEBIAN_MIRROR  Debian mirror (default http://deb.debian.org/debian)
 #   NODEPREP_DEBIAN_SECURITY_MIRROR
 #                           (default http://deb.debian.org/debian-security)
@@ -30,6 +33,13 @@ CACHE=${NODEPREP_TEST_CACHE:-/var/cache/nodeprep-tests}/debian-vm
 MIRROR=${NODEPREP_DEBIAN_MIRROR:-http://deb.debian.org/debian}
 SECURITY=${NODEPREP_DEBIAN_SECURITY_MIRROR:-http://deb.debian.org/debian-security}
 SUITE=bookworm
+while [ $# -gt 0 ]; do
+    case $1 in
+        --suite) SUITE=$2; shift 2 ;;
+        *) echo "build-root.sh: unknown argument: $1" >&2; exit 1 ;;
+    esac
+done
+case $SUITE in bookworm | trixie) ;; *) echo "build-root.sh: unsupported suite: $SUITE" >&2; exit 1 ;; esac
 PACKAGES_FILE=$HERE/packages
 
 log() { echo "build-root.sh: $*" >&2; }
@@ -47,7 +57,7 @@ PACKAGES=$(sed -e 's/#.*//' -e 's/[[:space:]]//g' -e '/^$/d' "$PACKAGES_FILE" | 
 [ -n "$PACKAGES" ] || die "empty package list in $PACKAGES_FILE"
 
 KEY=$( { cat "$0" "$PACKAGES_FILE"; echo "$SUITE $MIRROR $SECURITY"; } | sha256sum | cut -c1-16)
-TAR=$CACHE/root-$KEY.tar
+TAR=$CACHE/root-$SUITE-$KEY.tar
 
 mkdir -p "$CACHE" || prereq_missing "cannot create cache directory $CACHE"
 # Two cargo runs (or a run and a by-hand call) must not build the same root
@@ -86,7 +96,7 @@ if [ -d /dev/shm ] && [ "$(df -k --output=avail /dev/shm 2>/dev/null | tail -n 1
 fi
 
 HOOK=$(mktemp "${TMPDIR:-/tmp}/nodeprep-essential-hook.XXXXXX")
-LOGFILE=$CACHE/build-$KEY.log
+LOGFILE=$CACHE/build-$SUITE-$KEY.log
 trap 'rm -f "$HOOK" "$TAR.partial.tar"' EXIT
 
 # Runs after the Essential packages, before linux-image-amd64 is installed:
@@ -124,7 +134,7 @@ for dir in drivers/gpu drivers/media drivers/net/wireless drivers/net/ethernet \
     DPKG_OPTS+=(--dpkgopt="path-exclude=/lib/modules/*/kernel/$dir/*")
 done
 
-log "building the bookworm root ($PACKAGES) into $TAR (log: $LOGFILE)"
+log "building the $SUITE root ($PACKAGES) into $TAR (log: $LOGFILE)"
 # minbase + eatmydata: measured on this 2-core machine, without eatmydata the
 # same build took 287 s (dpkg fsyncs every file).
 # Every log line is prefixed with the seconds since the start, to see where
@@ -152,8 +162,10 @@ if [ "$rc" -ne 0 ]; then
 fi
 mv "$TAR.partial.tar" "$TAR"
 
-# Older roots (other keys) are dead weight of about 1 GB each.
-for old in "$CACHE"/root-*.tar; do
+# Older roots of this suite (other keys), and roots of the naming before
+# suites, are dead weight of about 1 GB each.
+for old in "$CACHE"/root-"$SUITE"-*.tar "$CACHE"/root-[0-9a-f]*.tar; do
+    [ -e "$old" ] || continue
     [ "$old" = "$TAR" ] && continue
     oldkey=${old##*/root-}
     rm -f "$old" "$CACHE/build-${oldkey%.tar}.log"

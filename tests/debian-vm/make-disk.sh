@@ -6,9 +6,11 @@
 # -kernel/-initrd.
 #
 # Usage:
-#   tests/debian-vm/make-disk.sh --root-tar TAR --binary PATH --images TAR
-#                                --user-data FILE --out DIR
+#   tests/debian-vm/make-disk.sh --variant NAME --root-tar TAR --binary PATH
+#                                --images TAR --user-data FILE
+#                                --server-standin PATH --out DIR
 #
+#   --variant NAME   the host variant (see "Variants" below)
 #   --root-tar TAR   the root tarball printed by build-root.sh (ROOT_TAR=)
 #   --binary PATH    static nodeprep executable -> /var/lib/nodeprep-test/nodeprep
 #                    (the user data's runcmd installs it in /usr/local/bin,
@@ -19,6 +21,19 @@
 #                    configs/cloud-init.yaml -> the NoCloud seed
 #   --out DIR        where disk.img, vmlinuz and initrd.img are written
 #                    (replaced when present)
+#
+# Variants (one root per suite serves them all):
+#   resolved   systemd-resolved active (as the root has it), the site's DNS
+#              server given to it the way an image would (a resolved.conf
+#              drop-in); Debian's dnsmasq and Docker
+#   plain      no systemd-resolved (purged): a plain /etc/resolv.conf naming
+#              the site's DNS server; dnsmasq and Docker
+#   resolved-only  systemd-resolved active, dnsmasq's package purged (its
+#              dnsmasq-base binary stays: NetworkManager depends on it)
+# In every variant NetworkManager is masked and the site's DNS server is a
+# small responder at 192.0.2.53 (nodeprep-test-upstream.service: it knows
+# upstream.example.test and nothing else), and /etc/docker/daemon.json holds a
+# key of the image's own ("log-driver") that nodeprep must keep.
 #
 # Writes into the image (the files themselves are in tests/debian-vm/guest/):
 #   /var/lib/nodeprep-test/{nodeprep,images.tar}
@@ -41,6 +56,7 @@ set -euo pipefail
 
 HERE=$(cd "$(dirname "$0")" && pwd)
 GUEST=$HERE/guest
+VARIANT=
 ROOT_TAR=
 BINARY=
 IMAGES=
@@ -61,6 +77,7 @@ elapsed() { awk -v a="$STARTED" -v b="$(date +%s.%N)" 'BEGIN { printf "%.1f", b 
 
 while [ $# -gt 0 ]; do
     case $1 in
+        --variant) VARIANT=$2; shift 2 ;;
         --root-tar) ROOT_TAR=$2; shift 2 ;;
         --binary) BINARY=$2; shift 2 ;;
         --images) IMAGES=$2; shift 2 ;;
@@ -71,6 +88,7 @@ while [ $# -gt 0 ]; do
         *) die "unknown argument: $1" ;;
     esac
 done
+case $VARIANT in resolved | plain | resolved-only) ;; *) die "--variant: unknown variant '$VARIANT'" ;; esac
 [ -f "${ROOT_TAR:-/nonexistent}" ] || die "--root-tar: no such file: ${ROOT_TAR:-(none)}"
 [ -x "${BINARY:-/nonexistent}" ] || die "--binary: not an executable: ${BINARY:-(none)}"
 [ -f "${IMAGES:-/nonexistent}" ] || die "--images: no such file: ${IMAGES:-(none)}"
@@ -126,8 +144,12 @@ echo '{"client_addr": "10.0.0.10", "bind_addr": "10.0.0.10", "ports": {"http": 8
 echo '{"datacenter": "dc1", "server": true, "bootstrap_expect": 1, "node_name": "consul-server-1"}' \
     >"$SERVER/config/agent.json"
 
+# The site's DNS server: a responder at 192.0.2.53 (on the uplink's peer).
+install -D -m 0755 "$GUEST/upstream-dns.py" "$STAGE/usr/local/lib/nodeprep-test/upstream-dns.py"
+echo "$VARIANT" >"$STAGE/var/lib/nodeprep-test/variant"
+
 UNITS=$STAGE/etc/systemd/system
-for unit in nodeprep-test.service nodeprep-uplink.service nodeprep-test-servers.service; do
+for unit in nodeprep-test.service nodeprep-uplink.service nodeprep-test-servers.service nodeprep-test-upstream.service; do
     install -D -m 0644 "$GUEST/$unit" "$UNITS/$unit"
     # What `systemctl enable` would do (both are WantedBy=multi-user.target).
     mkdir -p "$UNITS/multi-user.target.wants"
@@ -166,11 +188,14 @@ cat >"$STAGE/etc/hosts" <<EOF
 127.0.1.1 $HOSTNAME_
 ::1 localhost ip6-localhost ip6-loopback
 EOF
-# mmdebstrap leaves the build machine's resolv.conf in the root. The VM has
-# no network: name no server at all, so that nothing in it (dnsmasq's
-# upstream list in particular) aims at an address outside the VM.
-rm -f "$STAGE/etc/resolv.conf"
-echo "# nodeprep test VM: no network card, no upstream DNS server" >"$STAGE/etc/resolv.conf"
+# mmdebstrap leaves the build machine's resolv.conf in the root (when
+# systemd-resolved is not there to make it its stub). The VM has no network:
+# nothing in it may aim at an address outside the VM. The variant section
+# above gives the host the site's server (192.0.2.53, inside the VM).
+if [ ! -L "$STAGE/etc/resolv.conf" ] && ! grep -qx 'nameserver 192.0.2.53' "$STAGE/etc/resolv.conf" 2>/dev/null; then
+    rm -f "$STAGE/etc/resolv.conf"
+    echo "nameserver 192.0.2.53" >"$STAGE/etc/resolv.conf"
+fi
 
 # mmdebstrap's eatmydata hook leaves /usr/bin/eatmydata behind without its
 # library (its customize hook keeps the wrapper when dpkg merely knows the
@@ -182,6 +207,37 @@ if [ -e "$STAGE/usr/bin/eatmydata" ] && [ ! -e "$STAGE/var/lib/dpkg/info/eatmyda
     rm -f "$STAGE/usr/bin/eatmydata"
 fi
 
+# ----------------------------------------------------------- variant ----
+# NetworkManager would take over the uplink the test makes with `ip`; none
+# of these variants runs it.
+ln -sf /dev/null "$UNITS/NetworkManager.service"
+ln -sf /dev/null "$UNITS/NetworkManager-wait-online.service"
+purge() {
+    # The package's maintainer scripts run inside the root; nothing there
+    # needs /proc or a running systemd for a purge.
+    chroot "$STAGE" dpkg --purge "$@" >&2 || die "dpkg --purge $* in the root failed"
+}
+case $VARIANT in
+    resolved | resolved-only)
+        # The site's DNS server, given to resolved the way an image does.
+        install -d -m 0755 "$STAGE/etc/systemd/resolved.conf.d"
+        printf '[Resolve]\nDNS=192.0.2.53\n' >"$STAGE/etc/systemd/resolved.conf.d/50-site.conf"
+        ;;
+esac
+case $VARIANT in
+    plain)
+        purge systemd-resolved
+        rm -f "$STAGE/etc/resolv.conf"
+        echo "nameserver 192.0.2.53" >"$STAGE/etc/resolv.conf"
+        ;;
+    resolved-only)
+        purge dnsmasq
+        ;;
+esac
+# The image's own Docker setting, which nodeprep's daemon.json merge keeps.
+install -d -m 0755 "$STAGE/etc/docker"
+echo '{ "log-driver": "journald" }' >"$STAGE/etc/docker/daemon.json"
+
 # ------------------------------------------------- before nodeprep ----
 # How the host was before nodeprep touched it, for the scenario's check that
 # `nodeprep remove` puts it back (phase 3).
@@ -192,6 +248,9 @@ if [ -e "$STAGE/etc/environment" ]; then
 else
     echo absent >"$PRE/environment.absent"
 fi
+cp -p "$STAGE/etc/docker/daemon.json" "$PRE/daemon.json"
+# (a regular file in the plain variant; a link to resolved's stub otherwise)
+cp -P "$STAGE/etc/resolv.conf" "$PRE/resolv.conf"
 if [ -e "$UNITS/multi-user.target.wants/systemd-networkd.service" ]; then
     echo enabled >"$PRE/networkd"
 else

@@ -47,8 +47,18 @@ FILES=(
     /etc/environment
 )
 # Every resource and probe nodeprep reports (README: JSON output).
-RESOURCES="consul,consul-config,dnsmasq,environment,link,networkd,registrator"
-PROBES="consul-dns,consul-exposure,consul-http,registrator"
+RESOURCES="consul,consul-config,dnsmasq,docker-dns,environment,link,networkd,registrator,resolver"
+PROBES="consul-dns,consul-exposure,consul-http,host-dns,registrator,upstream-dns"
+# The host variant make-disk.sh made (see there): resolved, plain,
+# resolved-only. The last one runs dns.backend = "resolved" (no dnsmasq).
+VARIANT=$(cat /var/lib/nodeprep-test/variant)
+BACKEND=dnsmasq
+[ "$VARIANT" != resolved-only ] || BACKEND=resolved
+# The site's DNS server (nodeprep-test-upstream.service) and the one name it
+# knows (configured as probes.upstream_name by make-user-data.py).
+UPSTREAM_NAME=upstream.example.test
+UPSTREAM_ANSWER=192.0.2.99
+TEST_NET=nodeprep-test-net
 CONSUL=consul
 REGISTRATOR=registrator
 # The images named by make-user-data.py: TEST STAND-INS.
@@ -305,18 +315,143 @@ step_dnsmasq_chain() {
     echo "$other" >"$RUN_DIR/other-name-status"
 }
 
-# A container using the link address as its DNS server resolves the consul
-# domain through dnsmasq (the chain every container on the host uses).
-step_container_dns() {
-    local out rc=0
-    echo "\$ docker run --rm --dns $LINK_ADDR $BUSYBOX_IMAGE nslookup $QNAME" >>"$STEP_LOG"
-    out=$(timeout 60 docker run --rm --dns "$LINK_ADDR" "$BUSYBOX_IMAGE" nslookup "$QNAME" 2>&1) || rc=$?
+# expect_nslookup NETWORK NAME WANT: a container of the busybox image on
+# NETWORK ("default" for the default bridge), started WITHOUT --dns, resolves
+# NAME to WANT: Docker's default DNS (daemon.json, nodeprep's docker-dns) is
+# the link address; on a user-defined network Docker's embedded resolver
+# forwards to it.
+expect_nslookup() {
+    local net=$1 name=$2 want=$3 out rc=0 args=()
+    [ "$net" = default ] || args=(--network "$net")
+    echo "\$ docker run --rm ${args[*]} $BUSYBOX_IMAGE nslookup $name" >>"$STEP_LOG"
+    out=$(timeout 60 docker run --rm "${args[@]}" "$BUSYBOX_IMAGE" nslookup "$name" 2>&1) || rc=$?
     echo "$out" >>"$STEP_LOG"
     echo "  exit status: $rc" >>"$STEP_LOG"
-    echo "$out" >"$RUN_DIR/container-dns.out"
-    [ "$rc" -eq 0 ] || why "nslookup $QNAME in a container with --dns $LINK_ADDR exited $rc: $(echo "$out" | tail -n 3 | tr '\n' ' ')"
-    echo "$out" | sed -n '/^Name:/,$p' | grep -Eq "^Address:?[[:space:]]+$ANSWER\$" ||
-        why "nslookup $QNAME in a container did not answer $ANSWER: $(echo "$out" | tr '\n' ' ')"
+    [ "$rc" -eq 0 ] || why "nslookup $name in a container on the $net network exited $rc: $(echo "$out" | tail -n 3 | tr '\n' ' ')"
+    echo "$out" | sed -n '/^Name:/,$p' | grep -Eq "^Address:?[[:space:]]+$want\$" ||
+        why "nslookup $name in a container on the $net network did not answer $want: $(echo "$out" | tr '\n' ' ')"
+}
+
+# Containers started without --dns resolve the consul domain and every
+# other name through the chain, on the default bridge and on a user-defined
+# network; the image's own daemon.json key is still there.
+step_container_dns() {
+    run cat /etc/docker/daemon.json
+    expect_json /etc/docker/daemon.json 'd.get("log-driver")' journald
+    expect_json /etc/docker/daemon.json 'd.get("dns")' "['$LINK_ADDR']"
+    docker network inspect "$TEST_NET" >/dev/null 2>&1 || run docker network create "$TEST_NET"
+    local net
+    for net in default "$TEST_NET"; do
+        expect_nslookup "$net" "$QNAME" "$ANSWER"
+        expect_nslookup "$net" "$UPSTREAM_NAME" "$UPSTREAM_ANSWER"
+    done
+}
+
+# Host processes (glibc, through /etc/resolv.conf) resolve the consul domain
+# and every other name.
+step_host_dns() {
+    local out
+    run ls -l /etc/resolv.conf
+    run cat /etc/resolv.conf
+    if systemctl is-active --quiet systemd-resolved; then
+        run resolvectl status --no-pager
+    fi
+    echo "\$ getent hosts $QNAME" >>"$STEP_LOG"
+    out=$(timeout 20 getent hosts "$QNAME" 2>&1) || true
+    echo "$out" >>"$STEP_LOG"
+    [ "$(echo "$out" | awk '{ print $1 }' | head -n 1)" = "$ANSWER" ] ||
+        why "getent hosts $QNAME gave '$out', expected $ANSWER"
+    echo "\$ getent hosts $UPSTREAM_NAME" >>"$STEP_LOG"
+    out=$(timeout 20 getent hosts "$UPSTREAM_NAME" 2>&1) || true
+    echo "$out" >>"$STEP_LOG"
+    [ "$(echo "$out" | awk '{ print $1 }' | head -n 1)" = "$UPSTREAM_ANSWER" ] ||
+        why "getent hosts $UPSTREAM_NAME gave '$out', expected $UPSTREAM_ANSWER"
+}
+
+# The site's DNS server down: upstream-dns is drift, the consul domain keeps
+# resolving (consul-dns ok); back up, check is clean again.
+step_upstream_down() {
+    run systemctl stop nodeprep-test-upstream
+    np --format json check
+    cp "$NP_OUT" "$RUN_DIR/upstream-down.json"
+    expect_rc 2
+    expect_json "$NP_OUT" '[p["status"] for p in d["probes"] if p["id"] == "upstream-dns"]' "['drift']"
+    expect_json "$NP_OUT" '[p["status"] for p in d["probes"] if p["id"] == "consul-dns"]' "['ok']"
+    expect_json "$NP_OUT" '[p["status"] for p in d["probes"] if p["id"] == "host-dns"]' "['ok']"
+    run systemctl start nodeprep-test-upstream
+    np_until 60 0 --format json check
+    expect_rc 0
+    expect_all_ok "$NP_OUT"
+}
+
+# With dns.backend = "resolved": systemd-resolved itself answers on the link
+# address (no dnsmasq), the consul domain from the agent, the rest from the
+# site's server.
+step_resolved_chain() {
+    ! systemctl cat dnsmasq.service >/dev/null 2>&1 || why "dnsmasq.service exists on the resolved-only host"
+    run cat /etc/systemd/resolved.conf.d/nodeprep.conf
+    run ss -Hlnup 'sport = :53'
+    ss -Hlnup 'sport = :53' | grep "$LINK_ADDR:53" | grep -q systemd-resolve ||
+        why "systemd-resolved does not listen on $LINK_ADDR:53"
+    local out
+    for server in "$LINK_ADDR" 127.0.0.53; do
+        out=$(dig_short "$server" 53) || true
+        echo "\$ dig @$server $QNAME +short: $out" >>"$STEP_LOG"
+        [ "$out" = "$ANSWER" ] || why "dig @$server $QNAME answered '$out', expected $ANSWER"
+        out=$(dig @"$server" "$UPSTREAM_NAME" +short +time=2 +tries=2 2>&1) || true
+        echo "\$ dig @$server $UPSTREAM_NAME +short: $out" >>"$STEP_LOG"
+        [ "$out" = "$UPSTREAM_ANSWER" ] || why "dig @$server $UPSTREAM_NAME answered '$out', expected $UPSTREAM_ANSWER"
+    done
+    run resolvectl dns dummy0
+    run resolvectl domain dummy0
+}
+
+# The chain checks of this host's backend.
+step_dns_chain() {
+    if [ "$BACKEND" = resolved ]; then
+        step_resolved_chain
+    else
+        step_dnsmasq_chain
+    fi
+}
+
+# dockerd reads daemon.json only at start. With a container of someone
+# else's running, apply converges the file but does not restart dockerd
+# (docker.restart = "when-idle"), and check reports the restart as pending;
+# with docker.restart = "always" apply restarts it.
+step_docker_restart_policy() {
+    local pid_before
+    run docker run -d --name foreign --restart no "$BUSYBOX_IMAGE" sleep 3600
+    # Someone drops the dns key: a change dockerd must restart to see.
+    python3 -c 'import json; p="/etc/docker/daemon.json"; d=json.load(open(p)); d.pop("dns", None); json.dump(d, open(p, "w"))'
+    run cat /etc/docker/daemon.json
+    pid_before=$(cat /var/run/docker.pid)
+    np_planned apply
+    expect_rc 0
+    expect_json "$NP_OUT" '[r["status"] for r in d["resources"] if r["id"] == "docker-dns"]' "['changed']"
+    grep -q 'dockerd must restart' "$NP_OUT" || why "apply did not say the dockerd restart is pending"
+    [ "$(cat /var/run/docker.pid)" = "$pid_before" ] || why "apply restarted dockerd although a foreign container runs"
+    [ "$(docker inspect -f '{{.State.Running}}' foreign)" = true ] || why "the foreign container stopped"
+    np --format json check --no-probes
+    expect_rc 2
+    expect_json "$NP_OUT" "$DRIFTED" "docker-dns"
+    # The operator allows restarts.
+    printf '\n[docker]\nrestart = "always"\n' >>/etc/nodeprep/nodeprep.toml
+    run cat /etc/nodeprep/nodeprep.toml
+    np_planned apply
+    expect_rc 0
+    grep -q 'restart docker.service' "$NP_OUT" || why "apply with docker.restart = always did not restart dockerd"
+    [ "$(cat /var/run/docker.pid)" != "$pid_before" ] || why "dockerd has the pid of before: not restarted"
+    python3 - /etc/nodeprep/nodeprep.toml <<'PY'
+import sys
+p = sys.argv[1]
+text = open(p).read()
+open(p, "w").write(text.replace('\n[docker]\nrestart = "always"\n', ""))
+PY
+    run docker rm -f foreign
+    np_until 90 0 --format json check
+    expect_rc 0
+    expect_all_ok "$NP_OUT"
 }
 
 # A login shell gets CONSUL_HTTP_ADDR from /etc/environment (pam_env).
@@ -405,11 +540,15 @@ step_drift_detected_and_repaired() {
     cp "$NP_OUT" "$RUN_DIR/drift.json"
     expect_rc 2
     expect_json "$NP_OUT" 'd["summary"]["failed"]' 0
-    expect_json "$NP_OUT" "$DRIFTED" "dnsmasq,link,registrator"
+    # With systemd-resolved, the link's routing of the consul domain went
+    # with the link: the resolver resource drifts too.
+    local expected=dnsmasq,link,registrator
+    ! systemctl is-active --quiet systemd-resolved || expected=$expected,resolver
+    expect_json "$NP_OUT" "$DRIFTED" "$expected"
     np_planned apply
     cp "$NP_OUT" "$RUN_DIR/repair.json"
     expect_json "$NP_OUT" 'd["summary"]["failed"]' 0
-    expect_json "$NP_OUT" '",".join(sorted(r["id"] for r in d["resources"] if r["status"] == "changed"))' "dnsmasq,link,registrator"
+    expect_json "$NP_OUT" '",".join(sorted(r["id"] for r in d["resources"] if r["status"] == "changed"))' "$expected"
     expect_rc 0
     dummy0_has_addr || why "dummy0 lacks $LINK_ADDR/32 right after apply"
     ! grep -q "operator's edit" /etc/dnsmasq.d/consul.conf || why "apply left the edited line in /etc/dnsmasq.d/consul.conf"
@@ -464,7 +603,10 @@ step_remove() {
     expect_rc 0
     expect_json "$NP_OUT" 'd["summary"]["failed"]' 0
     expect_json "$NP_OUT" '",".join(r["id"] for r in d["resources"])' \
-        "registrator,consul,environment,consul-config,dnsmasq,networkd,link"
+        "registrator,consul,docker-dns,environment,consul-config,resolver,dnsmasq,networkd,link"
+    # The files nodeprep merged into are as they were before it.
+    run cmp "$STATE/pre/daemon.json" /etc/docker/daemon.json
+    run cmp "$STATE/pre/resolv.conf" /etc/resolv.conf
     run docker ps -a --filter label=nodeprep.managed --format '{{.Names}}'
     [ -z "$(docker ps -aq --filter label=nodeprep.managed)" ] || why "containers labelled nodeprep.managed are left"
     for f in "${FILES[@]}"; do
@@ -498,6 +640,8 @@ step_removed_after_reboot() {
         [ ! -e /etc/environment ] || why "/etc/environment exists; it did not before nodeprep"
     fi
     [ -d /var/lib/consul ] || why "the consul data dir is gone"
+    run cmp "$pre/daemon.json" /etc/docker/daemon.json
+    run cmp "$pre/resolv.conf" /etc/resolv.conf
     [ ! -e /var/lib/nodeprep/state.json ] || why "nodeprep's record is still there: $(cat /var/lib/nodeprep/state.json)"
     # The drift step of boot 2 edited nodeprep's dnsmasq file: that edit is
     # kept, never lost.
@@ -516,7 +660,7 @@ step_apply_again() {
     expect_rc 0
     expect_json "$NP_OUT" 'd["summary"]["failed"]' 0
     expect_json "$NP_OUT" '",".join(sorted(r["id"] for r in d["resources"] if r["status"] == "changed"))' \
-        "consul,consul-config,dnsmasq,environment,link,networkd,registrator"
+        "consul,consul-config,dnsmasq,docker-dns,environment,link,networkd,registrator,resolver"
     dummy0_has_addr || why "dummy0 lacks $LINK_ADDR/32 after apply"
     np_until 60 0 --format json check
     expect_rc 0
@@ -541,9 +685,11 @@ phase1() {
     note "boot 1: check-all-ok: polling nodeprep check ended with $(cat "$RUN_DIR/check1.waited" 2>/dev/null)"
     note_report "boot 1 check" "$RUN_DIR/check1.json"
     run_step apply-second-noop step_apply_second_noop
-    run_step dnsmasq-chain step_dnsmasq_chain
+    run_step dns-chain step_dns_chain
     note "boot 1: a name outside the consul domain from dnsmasq on 127.0.0.1 (no upstream configured): $(cat "$RUN_DIR/other-name-status" 2>/dev/null)"
     run_step container-dns step_container_dns
+    run_step host-dns step_host_dns
+    run_step upstream-down step_upstream_down
     run_step login-env step_login_env
 
     note_host_state "boot 1 end"
@@ -573,8 +719,13 @@ phase2() {
     note "boot 2: containers at the end of boot 1: $(paste -sd';' "$STATE/containers.phase1" 2>/dev/null)"
     note "boot 2: containers after the reboot: $(paste -sd';' "$RUN_DIR/containers.boot2" 2>/dev/null)"
     note "boot 2: restarts since boot 1 (0: dockerd started each container once at boot and it stayed up): consul $(field_of "$RUN_DIR/containers.boot2" "$CONSUL" restarts), registrator $(field_of "$RUN_DIR/containers.boot2" "$REGISTRATOR" restarts); dummy0 configured by networkd at $(journalctl -b -u systemd-networkd -o short-monotonic --no-pager 2>/dev/null | grep -m1 'dummy0: Link UP' | cut -d']' -f1 | tr -d '[ ')s, docker started at $(awk -v a="$(unit_prop docker ExecMainStartTimestampMonotonic)" 'BEGIN { printf "%.1f", a / 1e6 }')s"
-    run_step dnsmasq-after-reboot step_dnsmasq_chain
+    run_step dns-after-reboot step_dns_chain
+    run_step container-dns-after-reboot step_container_dns
+    run_step host-dns-after-reboot step_host_dns
     run_step apply-after-reboot-noop step_apply_after_reboot_noop
+    if [ "$VARIANT" = resolved-only ]; then
+        return
+    fi
     run_step drift-detected-and-repaired step_drift_detected_and_repaired
     note_report "drift check" "$RUN_DIR/drift.json"
     note_report "repair apply" "$RUN_DIR/repair.json"
@@ -583,7 +734,10 @@ phase2() {
     note_host_state "boot 2 end"
     note_boot_journal "boot 2 end"
     note_container_logs "boot 2 end"
-    run_step remove step_remove
+    case $VARIANT in
+        resolved) run_step docker-restart-policy step_docker_restart_policy ;;
+        plain) run_step remove step_remove ;;
+    esac
     note_report "remove" "$RUN_DIR/remove.json"
 }
 
@@ -602,28 +756,26 @@ phase=$(cat "$STATE/phase" 2>/dev/null || echo 1)
 sync
 echo "NODEPREP-BOOT $boots phase=$phase uptime=$(uptime_s)"
 
+# The plain host goes through remove and a third boot (its dnsmasq runs
+# without nodeprep's file, so "as before" includes a running dnsmasq); the
+# other variants end after the reboot.
+LAST_PHASE=2
+[ "$VARIANT" != plain ] || LAST_PHASE=3
 case $phase in
-    1)
-        phase1
-        echo 2 >"$STATE/phase"
-        sync
-        echo "NODEPREP-REBOOTING uptime=$(uptime_s)"
-        # What `systemctl reboot` does, minus its call to logind.
-        systemctl start reboot.target --job-mode=replace-irreversibly --no-block
-        ;;
-    2)
-        phase2
-        echo 3 >"$STATE/phase"
-        sync
-        echo "NODEPREP-REBOOTING uptime=$(uptime_s)"
-        systemctl start reboot.target --job-mode=replace-irreversibly --no-block
-        ;;
-    3)
-        phase3
-        echo "done" >"$STATE/phase"
-        sync
-        scenario_end
-        systemctl start poweroff.target --job-mode=replace-irreversibly --no-block
+    1 | 2 | 3)
+        "phase$phase"
+        if [ "$phase" -lt "$LAST_PHASE" ]; then
+            echo $((phase + 1)) >"$STATE/phase"
+            sync
+            echo "NODEPREP-REBOOTING uptime=$(uptime_s)"
+            # What `systemctl reboot` does, minus its call to logind.
+            systemctl start reboot.target --job-mode=replace-irreversibly --no-block
+        else
+            echo "done" >"$STATE/phase"
+            sync
+            scenario_end
+            systemctl start poweroff.target --job-mode=replace-irreversibly --no-block
+        fi
         ;;
     *)
         echo "NODEPREP-STEP unexpected-boot FAIL boot $boots after the scenario had ended (phase=$phase)"
