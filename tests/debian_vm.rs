@@ -133,8 +133,12 @@ fn bookworm_resolved() -> Variant {
         suite: "bookworm",
         user_data: "configs/cloud-init.yaml",
         phases: vec![
-            PHASE1.to_vec(),
-            steps(&[PHASE2_COMMON, PHASE2_REPAIRS, &["docker-restart-policy"]]),
+            steps(&[PHASE1, &["service-discovery", "report-ttl"]]),
+            steps(&[
+                PHASE2_COMMON,
+                PHASE2_REPAIRS,
+                &["docker-restart-policy", "no-leader", "single-server"],
+            ]),
         ],
     }
 }

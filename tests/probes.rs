@@ -181,7 +181,7 @@ fn standin_bin() -> PathBuf {
 }
 
 fn prerequisites() -> Result<(), String> {
-    netns::prerequisites(&["dnsmasq"])?;
+    netns::prerequisites(&["dnsmasq", "curl"])?;
     // The stand-in binary is built by the Docker harness script.
     if !standin_bin().exists() {
         let st = Command::new(
@@ -319,7 +319,7 @@ fn report_consul_registers_once_and_updates_with_the_status() {
     assert_eq!(
         paths,
         [
-            "/v1/agent/check/register",
+            "/v1/agent/service/register",
             "/v1/agent/check/update/nodeprep",
             "/v1/agent/check/update/nodeprep",
             "/v1/agent/check/update/nodeprep"
@@ -329,10 +329,17 @@ fn report_consul_registers_once_and_updates_with_the_status() {
     let body = |i: usize| -> serde_json::Value {
         serde_json::from_str(puts[i]["body"].as_str().unwrap()).unwrap()
     };
+    // A service of its own with the TTL check: a critical audit marks only
+    // that service, never the node (which would hide every other service of
+    // the host).
     let register = body(0);
     assert_eq!(
-        (register["Name"].as_str(), register["TTL"].as_str()),
-        (Some("nodeprep"), Some("7200s"))
+        (
+            register["Name"].as_str(),
+            register["Check"]["CheckID"].as_str(),
+            register["Check"]["TTL"].as_str()
+        ),
+        (Some("nodeprep"), Some("nodeprep"), Some("7200s"))
     );
     let statuses: Vec<String> = (1..4)
         .map(|i| body(i)["Status"].as_str().unwrap().to_string())
@@ -478,4 +485,54 @@ fn upstream_dns_is_skipped_without_a_name() {
     let (st, detail) = probe(&run, "upstream-dns");
     assert_eq!(st, "skipped");
     assert!(detail.contains("probes.upstream_name"), "{detail}");
+}
+
+#[test]
+fn a_failed_audit_never_hides_the_hosts_services() {
+    let Some(s) = Setup::new("hide") else {
+        return;
+    };
+    let _dnsmasq = s.dnsmasq();
+    let _agent = s.agent(&[]);
+    let api = |method: &str, path: &str, body: &str| -> String {
+        s.ns.run_ok(&[
+            "curl",
+            "-sS",
+            "-X",
+            method,
+            "--data",
+            body,
+            &format!("http://169.254.1.1:8500{path}"),
+        ])
+    };
+    // Another service of this host, and the node-level check an older
+    // nodeprep registered.
+    api(
+        "PUT",
+        "/v1/agent/service/register",
+        r#"{"Name": "web", "Port": 8080}"#,
+    );
+    api(
+        "PUT",
+        "/v1/agent/check/register",
+        r#"{"ID": "nodeprep", "Name": "nodeprep", "TTL": "7200s"}"#,
+    );
+    // A failing audit (dockerd unreachable for the registrator probe).
+    let (run, _) = s.check(&[
+        "--only",
+        &format!("{PROBES},registrator"),
+        "--report-consul",
+    ]);
+    run.expect_code(1);
+    let checks: serde_json::Value = serde_json::from_str(&api("GET", "/v1/agent/checks", "")).unwrap();
+    assert_eq!(checks["nodeprep"]["Status"], "critical", "{checks}");
+    assert_eq!(checks["nodeprep"]["ServiceID"], "nodeprep", "{checks}");
+    // The host's other service still answers as passing; only nodeprep's
+    // own service is critical.
+    let web: serde_json::Value =
+        serde_json::from_str(&api("GET", "/v1/health/service/web?passing", "")).unwrap();
+    assert_eq!(web.as_array().map(Vec::len), Some(1), "{web}");
+    let audit: serde_json::Value =
+        serde_json::from_str(&api("GET", "/v1/health/service/nodeprep?passing", "")).unwrap();
+    assert_eq!(audit.as_array().map(Vec::len), Some(0), "{audit}");
 }

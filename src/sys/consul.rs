@@ -1,6 +1,14 @@
 //! The local Consul agent's HTTP API, for `check --report-consul`: a TTL
 //! check named `nodeprep` that carries this host's compliance into Consul's
 //! catalog and UI, fleet-wide.
+//!
+//! The check belongs to a service of its own, also named `nodeprep`, never to
+//! the node: Consul takes every service of a node whose node-level check is
+//! critical out of DNS and `?passing` answers, so a failed (or silent) audit
+//! would otherwise take the host's service discovery down with it. As a
+//! service check it marks only `nodeprep` itself, and
+//! `nodeprep.service.consul` (or `/v1/health/service/nodeprep?passing`) lists
+//! the compliant hosts.
 
 use std::time::Duration;
 
@@ -8,6 +16,8 @@ use anyhow::{bail, Context, Result};
 use serde_json::json;
 
 pub const CHECK_ID: &str = "nodeprep";
+/// The service the check belongs to.
+pub const SERVICE_ID: &str = "nodeprep";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CheckStatus {
@@ -39,22 +49,38 @@ impl Agent {
         }
     }
 
-    /// Registers the TTL check unless it is already there with this TTL
-    /// (registering again would reset its status to critical).
+    /// Registers the `nodeprep` service with its TTL check unless both are
+    /// there with this TTL (registering again would reset the check's status
+    /// to critical). A node-level check of that name (nodeprep before 0.2)
+    /// is deregistered first.
     pub fn ensure_check(&self, ttl_secs: u64) -> Result<bool> {
         let checks =
             crate::probes::get_json(&self.http, &format!("{}/v1/agent/checks", self.base))?;
         let notes = format!("nodeprep check --report-consul (TTL {ttl_secs}s)");
-        if checks[CHECK_ID]["Notes"].as_str() == Some(notes.as_str()) {
+        let current = &checks[CHECK_ID];
+        if current["Notes"].as_str() == Some(notes.as_str())
+            && current["ServiceID"].as_str() == Some(SERVICE_ID)
+        {
             return Ok(false);
         }
+        if current.is_object() && current["ServiceID"].as_str().unwrap_or_default().is_empty() {
+            self.put(
+                &format!("/v1/agent/check/deregister/{CHECK_ID}"),
+                &json!(null),
+            )?;
+        }
         let body = json!({
-            "ID": CHECK_ID,
-            "Name": CHECK_ID,
-            "TTL": format!("{ttl_secs}s"),
-            "Notes": notes,
+            "ID": SERVICE_ID,
+            "Name": SERVICE_ID,
+            "Tags": ["audit"],
+            "Check": {
+                "CheckID": CHECK_ID,
+                "Name": "nodeprep audit",
+                "TTL": format!("{ttl_secs}s"),
+                "Notes": notes,
+            },
         });
-        self.put("/v1/agent/check/register", &body)?;
+        self.put("/v1/agent/service/register", &body)?;
         Ok(true)
     }
 

@@ -29,6 +29,9 @@ OUT=
 CONSUL_IMAGE=nodeprep-test/consul-standin:1
 REGISTRATOR_IMAGE=nodeprep-test/registrator-standin:1
 BUSYBOX_IMAGE=nodeprep-test/busybox:1
+# An idle container to publish a port from (the "web" service the
+# registrator stand-in registers in the service discovery story).
+WORKLOAD_IMAGE=nodeprep-test/workload-standin:1
 # Bump when the busybox image's layout or --change list changes.
 BUSYBOX_RECIPE=1
 DOCKER=(docker -H unix:///var/run/docker.sock)
@@ -100,13 +103,13 @@ fi
 
 # --------------------------------------------------------------- export ----
 rm -f "$OUT/images.tar"
-"${DOCKER[@]}" save -o "$OUT/images.tar.partial" "$CONSUL_IMAGE" "$REGISTRATOR_IMAGE" "$BUSYBOX_IMAGE" ||
+"${DOCKER[@]}" save -o "$OUT/images.tar.partial" "$CONSUL_IMAGE" "$REGISTRATOR_IMAGE" "$BUSYBOX_IMAGE" "$WORKLOAD_IMAGE" ||
     die "docker save failed"
 mv "$OUT/images.tar.partial" "$OUT/images.tar"
 secs=$(elapsed)
 log "saved $CONSUL_IMAGE, $REGISTRATOR_IMAGE, $BUSYBOX_IMAGE to $OUT/images.tar ($(du -h "$OUT/images.tar" | cut -f1)) in ${secs}s"
 echo "IMAGES_TAR=$OUT/images.tar"
-echo "IMAGES=$CONSUL_IMAGE,$REGISTRATOR_IMAGE,$BUSYBOX_IMAGE"
+echo "IMAGES=$CONSUL_IMAGE,$REGISTRATOR_IMAGE,$BUSYBOX_IMAGE,$WORKLOAD_IMAGE"
 echo "CONSUL_IMAGE=$CONSUL_IMAGE"
 echo "REGISTRATOR_IMAGE=$REGISTRATOR_IMAGE"
 echo "BUSYBOX_IMAGE=$BUSYBOX_IMAGE"

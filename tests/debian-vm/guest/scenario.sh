@@ -65,6 +65,7 @@ REGISTRATOR=registrator
 CONSUL_IMAGE=nodeprep-test/consul-standin:1
 REGISTRATOR_IMAGE=nodeprep-test/registrator-standin:1
 BUSYBOX_IMAGE=nodeprep-test/busybox:1
+WORKLOAD_IMAGE=nodeprep-test/workload-standin:1
 # The `consul` service is registered on the servers: the host's agent (a
 # client, joined to the stand-in server at 10.0.0.10 that
 # nodeprep-test-servers.service runs) answers it with the server's address.
@@ -406,6 +407,115 @@ step_resolved_chain() {
     run resolvectl domain dummy0
 }
 
+# http_get URL: the body of an HTTP GET, through python3 (there for
+# cloud-init).
+http_get() {
+    python3 -c 'import sys, urllib.request; print(urllib.request.urlopen(sys.argv[1], timeout=5).read().decode())' "$1"
+}
+
+# The service discovery story (issue: a published port is registered and
+# found by name): a `web` container publishes a port; the registrator
+# STAND-IN registers it with the agent STAND-IN at the host's address; a
+# second container, without --dns, resolves web.service.consul (A and SRV)
+# and reads the catalog through $CONSUL_HTTP_ADDR; when web stops, the name
+# is gone. These are stand-ins (NOT registrator, NOT Consul): the story shows
+# nodeprep's wiring (link address, DNS chain, -ip, the consul:// address,
+# CONSUL_HTTP_ADDR), not real Consul.
+step_service_discovery() {
+    local t out
+    run docker run -d --name web -e SERVICE_NAME=web -p 8080:80 "$WORKLOAD_IMAGE"
+    t=$(wait_for 20 sh -c "dig @$LINK_ADDR web.service.consul +short +time=1 +tries=1 | grep -qx $HOST_IP") ||
+        why "web.service.consul did not resolve to $HOST_IP within 20 s of docker run"
+    log "registered and resolvable after ${t}s"
+    run docker logs registrator
+    expect_nslookup default web.service.consul "$HOST_IP"
+    expect_nslookup "$TEST_NET" web.service.consul "$HOST_IP"
+    echo "\$ docker run --rm $BUSYBOX_IMAGE nslookup -type=SRV web.service.consul" >>"$STEP_LOG"
+    out=$(timeout 60 docker run --rm "$BUSYBOX_IMAGE" nslookup -type=SRV web.service.consul 2>&1) || true
+    echo "$out" >>"$STEP_LOG"
+    echo "$out" | grep -Eq '\b8080\b' || why "the SRV record of web.service.consul does not give the published port 8080: $(echo "$out" | tr '\n' ' ')"
+    # The HTTP API at $CONSUL_HTTP_ADDR, from a container given that variable
+    # as login shells get it from /etc/environment.
+    echo "\$ docker run --rm -e CONSUL_HTTP_ADDR=$LINK_ADDR:8500 $BUSYBOX_IMAGE wget -qO- http://\$CONSUL_HTTP_ADDR/v1/catalog/service/web" >>"$STEP_LOG"
+    out=$(timeout 60 docker run --rm -e "CONSUL_HTTP_ADDR=$LINK_ADDR:8500" "$BUSYBOX_IMAGE" \
+        sh -c 'wget -qO- "http://$CONSUL_HTTP_ADDR/v1/catalog/service/web"' 2>&1) || true
+    echo "$out" >"$RUN_DIR/catalog-web.json"
+    echo "$out" >>"$STEP_LOG"
+    expect_json "$RUN_DIR/catalog-web.json" '[(s["ServiceName"], s["ServiceAddress"], s["ServicePort"]) for s in d]' "[('web', '$HOST_IP', 8080)]"
+    run docker stop web
+    t=$(wait_for 20 sh -c "! dig @$LINK_ADDR web.service.consul +short +time=1 +tries=1 | grep -q ." ) ||
+        why "web.service.consul still resolves 20 s after web stopped"
+    log "gone ${t}s after docker stop"
+    run docker rm web
+}
+
+# A client whose servers are unreachable has no leader: check reports
+# consul-http drift "no leader", and apply still exits 0 (converged).
+step_no_leader() {
+    run systemctl stop nodeprep-test-servers
+    np_until 30 2 --format json check
+    expect_rc 2
+    expect_json "$NP_OUT" '[p["status"] for p in d["probes"] if p["id"] == "consul-http"]' "['drift']"
+    grep -q 'no leader' "$NP_OUT" || why "consul-http does not say \"no leader\""
+    np --format json apply
+    expect_rc 0
+    expect_json "$NP_OUT" '[p["status"] for p in d["probes"] if p["id"] == "consul-http"]' "['drift']"
+    run systemctl start nodeprep-test-servers
+    np_until 60 0 --format json check
+    expect_rc 0
+}
+
+# The host as a single server (bootstrap_expect = 1) leads itself: green.
+step_single_server() {
+    local toml=/etc/nodeprep/nodeprep.toml
+    cp "$toml" "$RUN_DIR/nodeprep.toml.client"
+    python3 - "$toml" <<'PY'
+import re, sys
+p = sys.argv[1]
+text = open(p).read()
+text = text.replace('role = "client"', 'role = "server"\nbootstrap_expect = 1')
+text = re.sub(r'^retry_join = .*\n', '', text, flags=re.M)
+open(p, "w").write(text)
+PY
+    run cat "$toml"
+    run systemctl stop nodeprep-test-servers
+    np_planned apply
+    expect_rc 0
+    grep -q 'restart container consul' "$NP_OUT" || why "apply did not restart consul after its config changed"
+    np_until 60 0 --format json check
+    expect_rc 0
+    expect_all_ok "$NP_OUT"
+    grep -q "leader $HOST_IP:8300" "$NP_OUT" || why "the single server does not lead itself"
+    cp "$RUN_DIR/nodeprep.toml.client" "$toml"
+    run systemctl start nodeprep-test-servers
+    np_planned apply
+    expect_rc 0
+    np_until 60 0 --format json check
+    expect_rc 0
+}
+
+# check --report-consul keeps a TTL check on the agent: passing after a
+# clean audit, critical by itself once the TTL passes without another.
+step_report_ttl() {
+    local toml=/etc/nodeprep/nodeprep.toml out
+    cp "$toml" "$RUN_DIR/nodeprep.toml.before-ttl"
+    printf '\n[report]\nttl_secs = 15\n' >>"$toml"
+    np --format json check --report-consul
+    expect_rc 0
+    expect_json "$NP_OUT" 'd["consul_report"]["status"]' passing
+    http_get "http://$LINK_ADDR:8500/v1/agent/checks" >"$RUN_DIR/checks.json"
+    run cat "$RUN_DIR/checks.json"
+    expect_json "$RUN_DIR/checks.json" 'd["nodeprep"]["Status"]' passing
+    expect_json "$RUN_DIR/checks.json" 'd["nodeprep"]["ServiceID"]' nodeprep
+    log "waiting 20 s, past the 15 s TTL, without an audit"
+    sleep 20
+    http_get "http://$LINK_ADDR:8500/v1/agent/checks" >"$RUN_DIR/checks.json"
+    run cat "$RUN_DIR/checks.json"
+    expect_json "$RUN_DIR/checks.json" 'd["nodeprep"]["Status"]' critical
+    expect_json "$RUN_DIR/checks.json" '"TTL expired" in d["nodeprep"]["Output"]' True
+    cp "$RUN_DIR/nodeprep.toml.before-ttl" "$toml"
+}
+
 # The chain checks of this host's backend.
 step_dns_chain() {
     if [ "$BACKEND" = resolved ]; then
@@ -691,6 +801,10 @@ phase1() {
     run_step host-dns step_host_dns
     run_step upstream-down step_upstream_down
     run_step login-env step_login_env
+    if [ "$VARIANT" = resolved ]; then
+        run_step service-discovery step_service_discovery
+        run_step report-ttl step_report_ttl
+    fi
 
     note_host_state "boot 1 end"
     note_boot_journal "boot 1 end"
@@ -735,7 +849,11 @@ phase2() {
     note_boot_journal "boot 2 end"
     note_container_logs "boot 2 end"
     case $VARIANT in
-        resolved) run_step docker-restart-policy step_docker_restart_policy ;;
+        resolved)
+            run_step docker-restart-policy step_docker_restart_policy
+            run_step no-leader step_no_leader
+            run_step single-server step_single_server
+            ;;
         plain) run_step remove step_remove ;;
     esac
     note_report "remove" "$RUN_DIR/remove.json"
