@@ -524,7 +524,8 @@ fn a_failed_audit_never_hides_the_hosts_services() {
         "--report-consul",
     ]);
     run.expect_code(1);
-    let checks: serde_json::Value = serde_json::from_str(&api("GET", "/v1/agent/checks", "")).unwrap();
+    let checks: serde_json::Value =
+        serde_json::from_str(&api("GET", "/v1/agent/checks", "")).unwrap();
     assert_eq!(checks["nodeprep"]["Status"], "critical", "{checks}");
     assert_eq!(checks["nodeprep"]["ServiceID"], "nodeprep", "{checks}");
     // The host's other service still answers as passing; only nodeprep's
