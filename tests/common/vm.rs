@@ -678,13 +678,12 @@ fn step_verdicts() {
     );
 }
 
-/// An exclusive flock, held while a VM runs, on a file beside the VM caches
-/// (`$NODEPREP_TEST_CACHE`, default `/var/cache/nodeprep-tests`). Released
-/// when the guard drops.
+/// An exclusive flock, held while a VM runs, on one file for the whole
+/// machine (`/var/cache/nodeprep-tests/qemu.lock`, whatever
+/// `$NODEPREP_TEST_CACHE` says, so that checkouts with caches of their own
+/// still take turns). Released when the guard drops.
 fn machine_lock() -> Option<nix::fcntl::Flock<std::fs::File>> {
-    let dir = std::env::var_os("NODEPREP_TEST_CACHE")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from("/var/cache/nodeprep-tests"));
+    let dir = PathBuf::from("/var/cache/nodeprep-tests");
     std::fs::create_dir_all(&dir).ok()?;
     let file = std::fs::OpenOptions::new()
         .create(true)

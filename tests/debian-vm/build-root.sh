@@ -162,9 +162,10 @@ if [ "$rc" -ne 0 ]; then
 fi
 mv "$TAR.partial.tar" "$TAR"
 
-# Older roots of this suite (other keys), and roots of the naming before
-# suites, are dead weight of about 1 GB each.
-for old in "$CACHE"/root-"$SUITE"-*.tar "$CACHE"/root-[0-9a-f]*.tar; do
+# Older roots of this suite (other keys) are dead weight of about 1 GB
+# each. Roots of other suites, and of other checkouts' naming, are left to
+# whoever uses them.
+for old in "$CACHE"/root-"$SUITE"-*.tar; do
     [ -e "$old" ] || continue
     [ "$old" = "$TAR" ] && continue
     oldkey=${old##*/root-}
