@@ -11,7 +11,7 @@
 //! reported as pending: drift in `check`, a note in `apply`.
 
 use std::path::Path;
-use std::time::SystemTime;
+use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use serde_json::Value;
@@ -31,16 +31,17 @@ pub struct DockerDns;
 pub struct Seen {
     file: FileSeen,
     dirs: DirsSeen,
-    /// When the file last changed.
-    mtime: Option<SystemTime>,
+    /// When the file last changed, as time since boot (`None`: before the
+    /// boot, or absent).
+    mtime: Option<Duration>,
     /// `None` under `--root`: dockerd is not looked at.
     daemon: Option<Daemon>,
 }
 
 /// The running dockerd, as far as a restart decision needs it.
 struct Daemon {
-    /// When it started; `None` when no dockerd runs.
-    started: Option<SystemTime>,
+    /// When it started, as time since boot; `None` when no dockerd runs.
+    started: Option<Duration>,
     /// dockerd is a systemd service nodeprep can restart.
     restartable: bool,
     /// Asked only when a restart may be needed.
@@ -66,7 +67,8 @@ impl Resource for DockerDns {
         let file = files::observe(host, path, ensure)?;
         let mtime = std::fs::metadata(&file.path.real)
             .and_then(|m| m.modified())
-            .ok();
+            .ok()
+            .and_then(docker::since_boot);
         let daemon = if host.offline() {
             None
         } else {
@@ -377,7 +379,7 @@ mod tests {
 
     fn daemon(restartable: bool, foreign: &[&str], live_restore: bool) -> Daemon {
         Daemon {
-            started: Some(SystemTime::UNIX_EPOCH),
+            started: Some(Duration::ZERO),
             restartable,
             engine: Some(Engine {
                 foreign: foreign.iter().map(|s| s.to_string()).collect(),

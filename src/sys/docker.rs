@@ -369,28 +369,35 @@ fn describe(e: &DockerError) -> String {
     }
 }
 
-/// When the running dockerd started, from its pid file and the kernel's
-/// process table: a `daemon.json` changed after that is not in effect yet.
-/// `None` when no dockerd runs (or the pid file is stale).
-pub fn daemon_started(pidfile: &Path) -> Option<std::time::SystemTime> {
+/// When the running dockerd started, as time since boot, from its pid file
+/// and the kernel's process table: a `daemon.json` changed after that is not
+/// in effect yet. `None` when no dockerd runs (or the pid file is stale).
+///
+/// Since boot, not wall-clock time: the kernel keeps a process's start in
+/// clock ticks since boot, and turning that into a date through `btime`
+/// (whole seconds) could put it up to a second early, before a file written
+/// just ahead of the restart.
+pub fn daemon_started(pidfile: &Path) -> Option<Duration> {
     let pid = std::fs::read_to_string(pidfile).ok()?;
     let stat = std::fs::read_to_string(format!("/proc/{}/stat", pid.trim())).ok()?;
     // Field 22 (starttime, in clock ticks since boot) comes after the
     // command in parentheses, which may itself hold spaces.
     let after = stat.rsplit_once(')')?.1;
     let ticks: u64 = after.split_whitespace().nth(19)?.parse().ok()?;
-    let btime: u64 = std::fs::read_to_string("/proc/stat")
-        .ok()?
-        .lines()
-        .find_map(|l| l.strip_prefix("btime "))?
-        .trim()
-        .parse()
-        .ok()?;
     let hz = nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK)
         .ok()
         .flatten()
         .filter(|&h| h > 0)? as u64;
-    Some(std::time::UNIX_EPOCH + Duration::from_millis(btime * 1000 + ticks * 1000 / hz))
+    Some(Duration::from_nanos(ticks * 1_000_000_000 / hz))
+}
+
+/// A wall-clock time (a file's mtime) as time since boot, to compare with
+/// [`daemon_started`]; `None` for a time before the boot.
+pub fn since_boot(t: std::time::SystemTime) -> Option<Duration> {
+    let boot = nix::time::clock_gettime(nix::time::ClockId::CLOCK_BOOTTIME).ok()?;
+    let boot = Duration::new(boot.tv_sec() as u64, boot.tv_nsec() as u32);
+    let age = std::time::SystemTime::now().duration_since(t).unwrap_or_default();
+    boot.checked_sub(age)
 }
 
 #[cfg(test)]

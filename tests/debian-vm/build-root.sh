@@ -52,8 +52,10 @@ elapsed() { awk -v a="$STARTED" -v b="$(date +%s.%N)" 'BEGIN { printf "%.1f", b 
 [ "$(id -u)" = 0 ] || prereq_missing "build-root.sh must run as root (mmdebstrap root mode, chroot)"
 [ -f "$PACKAGES_FILE" ] || die "package list not found: $PACKAGES_FILE"
 
-# One package per line; '#' comments and blank lines ignored.
-PACKAGES=$(sed -e 's/#.*//' -e 's/[[:space:]]//g' -e '/^$/d' "$PACKAGES_FILE" | paste -sd, -)
+# One package per line; '#' comments and blank lines ignored; a package
+# followed by `[suite]` is installed on that suite only.
+PACKAGES=$(sed -e 's/#.*//' -e '/^[[:space:]]*$/d' "$PACKAGES_FILE" |
+    awk -v suite="$SUITE" '{ if (NF == 1 || $2 == "[" suite "]") print $1 }' | paste -sd, -)
 [ -n "$PACKAGES" ] || die "empty package list in $PACKAGES_FILE"
 
 KEY=$( { cat "$0" "$PACKAGES_FILE"; echo "$SUITE $MIRROR $SECURITY"; } | sha256sum | cut -c1-16)

@@ -38,7 +38,9 @@ def main():
         known = name == NAME
         if known and qtype == 1:
             header = struct.pack(">HHHHHH", qid, 0x8580, 1, 1, 0, 0)
-            answer = b"\xc0\x0c" + struct.pack(">HHIH", 1, 1, 30, 4) + socket.inet_aton(ANSWER)
+            # TTL 0: no resolver in the chain may answer from its cache once
+            # this server is gone (the scenario stops it and expects drift).
+            answer = b"\xc0\x0c" + struct.pack(">HHIH", 1, 1, 0, 4) + socket.inet_aton(ANSWER)
         else:
             # NOERROR without records (NODATA) for the known name, NXDOMAIN
             # for any other: both final answers, so no resolver retries.
