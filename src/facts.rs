@@ -24,6 +24,11 @@ pub struct Facts {
     pub systemd_networkd_active: Option<bool>,
     pub dnsmasq_active: Option<bool>,
     pub systemd_resolved_active: Option<bool>,
+    /// Who answers DNS on the link address (`dns.backend`).
+    pub dns_backend: String,
+    /// What `/etc/resolv.conf` is: a link (and to where) or a file, and the
+    /// servers it names.
+    pub resolv_conf: String,
     /// Whether the running kernel has the dummy link type, built in or as a module.
     pub kernel_dummy_support: bool,
     pub docker_socket: String,
@@ -60,6 +65,11 @@ pub fn gather(host: &Host, source: &Source) -> Facts {
         systemd_networkd_active: active("systemd-networkd.service"),
         dnsmasq_active: active("dnsmasq.service"),
         systemd_resolved_active: active("systemd-resolved.service"),
+        dns_backend: match cfg.dns.backend {
+            crate::config::DnsBackend::Dnsmasq => "dnsmasq".into(),
+            crate::config::DnsBackend::Resolved => "resolved".into(),
+        },
+        resolv_conf: describe_resolv_conf(cfg.dns.resolv_conf.as_path()),
         kernel_dummy_support: kernel_has_dummy(),
         docker_socket: cfg.docker.socket.as_path().display().to_string(),
         docker_engine: match host.facts.docker().and_then(|d| d.engine_version()) {
@@ -84,4 +94,17 @@ fn kernel_has_dummy() -> bool {
             .map(|t| t.lines().any(|l| l.contains("/dummy.ko")))
             .unwrap_or(false)
     })
+}
+
+/// `link to ../run/systemd/resolve/stub-resolv.conf (127.0.0.53)`, or
+/// `file (127.0.0.1 192.0.2.53)`.
+fn describe_resolv_conf(path: &Path) -> String {
+    let servers = std::fs::read(path)
+        .map(|c| crate::resolvconf::servers(&c).join(" "))
+        .unwrap_or_else(|e| format!("unreadable: {e}"));
+    match std::fs::read_link(path) {
+        Ok(target) => format!("link to {} ({servers})", target.display()),
+        Err(_) if path.exists() => format!("file ({servers})"),
+        Err(_) => "missing".into(),
+    }
 }

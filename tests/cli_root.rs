@@ -520,6 +520,8 @@ fn facts_reports_what_nodeprep_detects() {
         "systemd_networkd_active",
         "dnsmasq_active",
         "systemd_resolved_active",
+        "dns_backend",
+        "resolv_conf",
         "kernel_dummy_support",
         "docker_socket",
         "docker_engine",

@@ -396,7 +396,9 @@ pub fn daemon_started(pidfile: &Path) -> Option<Duration> {
 pub fn since_boot(t: std::time::SystemTime) -> Option<Duration> {
     let boot = nix::time::clock_gettime(nix::time::ClockId::CLOCK_BOOTTIME).ok()?;
     let boot = Duration::new(boot.tv_sec() as u64, boot.tv_nsec() as u32);
-    let age = std::time::SystemTime::now().duration_since(t).unwrap_or_default();
+    let age = std::time::SystemTime::now()
+        .duration_since(t)
+        .unwrap_or_default();
     boot.checked_sub(age)
 }
 

@@ -107,7 +107,7 @@ rm -f "$OUT/images.tar"
     die "docker save failed"
 mv "$OUT/images.tar.partial" "$OUT/images.tar"
 secs=$(elapsed)
-log "saved $CONSUL_IMAGE, $REGISTRATOR_IMAGE, $BUSYBOX_IMAGE to $OUT/images.tar ($(du -h "$OUT/images.tar" | cut -f1)) in ${secs}s"
+log "saved $CONSUL_IMAGE, $REGISTRATOR_IMAGE, $BUSYBOX_IMAGE, $WORKLOAD_IMAGE to $OUT/images.tar ($(du -h "$OUT/images.tar" | cut -f1)) in ${secs}s"
 echo "IMAGES_TAR=$OUT/images.tar"
 echo "IMAGES=$CONSUL_IMAGE,$REGISTRATOR_IMAGE,$BUSYBOX_IMAGE,$WORKLOAD_IMAGE"
 echo "CONSUL_IMAGE=$CONSUL_IMAGE"
