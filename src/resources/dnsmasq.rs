@@ -117,7 +117,7 @@ fn resolv_file(host: &Host) -> Option<PathBuf> {
         ResolvFile::Path(p) => Some(p.clone()),
         ResolvFile::Auto => {
             let p = Path::new(RESOLVED_UPSTREAMS);
-            host.path(p).real.exists().then(|| p.to_path_buf())
+            crate::sys::files::exists(&host.path(p).real).then(|| p.to_path_buf())
         }
     }
 }

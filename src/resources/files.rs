@@ -75,7 +75,7 @@ pub fn observe(host: &Host, host_path: &Path, ensure: Ensure) -> Result<FileSeen
             Ensure::Absent,
         ) => {
             let kept = host.store.original_path(host_path);
-            std::fs::read(&kept).ok()
+            state::read_kept(&kept)?
         }
         _ => None,
     };

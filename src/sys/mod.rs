@@ -5,4 +5,5 @@ pub mod docker;
 pub mod files;
 pub mod lock;
 pub mod netlink;
+pub mod rooted;
 pub mod systemd;
