@@ -211,7 +211,11 @@ fn converge(g: &Global, command: &'static str, sel: &Selection, run: Run) -> Res
         }
         report.consul_report = Some(ConsulReport::from(outcome));
     }
-    output::report(&report, g.format, g.verbosity).or_exit(Exit::Failed)?;
+    // The changes are in the state record already; a stdout that fails
+    // (a closed pipe, a full disk) only loses the report: exit 1.
+    output::report(&report, g.format, g.verbosity)
+        .map_err(|e| anyhow!("cannot write the report to stdout: {e}"))
+        .or_exit(Exit::Failed)?;
     Ok(exit)
 }
 

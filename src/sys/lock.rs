@@ -137,6 +137,7 @@ fn holder_in(table: &str, dev: u64, ino: u64) -> Option<u32> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::os::unix::fs::FileTypeExt;
 
     #[test]
     fn holder_is_read_from_the_kernel_table() {
@@ -163,6 +164,22 @@ mod tests {
         let _d = acquire_dir(dir.path()).unwrap();
         let e = acquire_dir(dir.path()).err().unwrap();
         assert!(format!("{e:#}").contains("pid "), "{e:#}");
+
+        // A FIFO or a directory at the lock path: an error at once, never
+        // a hang, and left as it is.
+        let fifo = dir.path().join("fifo");
+        nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o644)).unwrap();
+        let e = acquire(&fifo).err().unwrap();
+        assert!(format!("{e:#}").contains("not a regular file"), "{e:#}");
+        assert!(std::fs::symlink_metadata(&fifo)
+            .unwrap()
+            .file_type()
+            .is_fifo());
+        let e = acquire(dir.path()).err().unwrap();
+        assert!(
+            format!("{e:#}").contains(&*dir.path().to_string_lossy()),
+            "{e:#}"
+        );
 
         let link = dir.path().join("link");
         std::os::unix::fs::symlink(dir.path().join("target"), &link).unwrap();
