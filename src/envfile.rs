@@ -334,7 +334,12 @@ pub fn unmerge(
             if !out.is_empty() && !out.ends_with(b"\n") {
                 out.push(b'\n');
             }
-            out.extend_from_slice(&original[old.start..old.end]);
+            // A last line without a newline may hold a NUL byte pam_env
+            // stopped at; followed by more lines it would stop pam_env
+            // reading the file, so only what pam_env read comes back.
+            let line = &original[old.start..old.end];
+            let line = &line[..line.iter().position(|&b| b == 0).unwrap_or(line.len())];
+            out.extend_from_slice(line);
             if !out.ends_with(b"\n") {
                 out.push(b'\n');
             }
