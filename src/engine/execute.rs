@@ -344,12 +344,23 @@ pub fn tidy_state(host: &Host, store: &mut Store) -> Vec<String> {
         return notes;
     }
     let mut dirs: Vec<PathBuf> = store.record.dirs.iter().cloned().collect();
+    // With nothing left to undo, kept originals serve nothing (one can be
+    // left when a run was killed between putting it back and recording
+    // that); only a record that was read and is now empty says so.
+    if store.trust == crate::state::Trust::Loaded {
+        if let Err(e) = files::remove_tree(&store.original_path(Path::new("/"))) {
+            notes.push(format!("{e:#}"));
+        }
+    }
     for sub in [
         store.original_path(Path::new("/")),
         store.edited_path(Path::new("/")),
     ] {
         files::remove_empty_tree(&sub);
     }
+    // The state directory itself goes once empty, recorded or not (a run
+    // killed between creating it and writing the first record).
+    let _ = files::remove_dir(&store.dir);
     // Deepest first, so a parent is looked at after its children.
     dirs.sort_by_key(|d| std::cmp::Reverse(d.components().count()));
     for dir in dirs {

@@ -533,12 +533,17 @@ pub fn remove_file(path: &Path) -> Result<()> {
     sync_fd(&dir, path.parent().unwrap_or(path))
 }
 
-/// Removes an empty directory.
+/// Removes an empty directory; one that is already gone is fine.
 pub fn remove_dir(path: &Path) -> Result<()> {
     let root = rooted::current()?;
-    let (dir, name) = existing_parent(&root, path)?;
-    unlinkat(&dir, name.as_os_str(), UnlinkatFlags::RemoveDir)
-        .map_err(|e| io_error(e, "cannot remove directory", path))?;
+    let Some((dir, name)) = root.parent(path)? else {
+        return Ok(());
+    };
+    match unlinkat(&dir, name.as_os_str(), UnlinkatFlags::RemoveDir) {
+        Ok(()) => {}
+        Err(Errno::ENOENT) => return Ok(()),
+        Err(e) => return Err(io_error(e, "cannot remove directory", path)),
+    }
     sync_fd(&dir, path.parent().unwrap_or(path))
 }
 
