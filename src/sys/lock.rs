@@ -93,20 +93,28 @@ pub fn acquire_dir(dir: &Path) -> Result<Lock> {
     })
 }
 
-fn lock(file: File, path: &Path) -> Result<Flock<File>> {
-    match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
-        Ok(held) => Ok(held),
-        Err((file, Errno::EWOULDBLOCK)) => {
-            let holder = holder(&file)
-                .map(|pid| format!("pid {pid}"))
-                .unwrap_or_else(|| "another process".to_string());
-            bail!(
-                "another nodeprep apply or remove is running ({holder} holds the lock on {}): wait for it to finish",
-                path.display()
-            );
+fn lock(mut file: File, path: &Path) -> Result<Flock<File>> {
+    // A holder that is gone from the kernel's table by the time it is read
+    // has just let go: try again rather than name no one.
+    for _ in 0..5 {
+        match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
+            Ok(held) => return Ok(held),
+            Err((f, Errno::EWOULDBLOCK)) => match holder(&f) {
+                Some(pid) => bail!(
+                    "another nodeprep apply or remove is running (pid {pid} holds the lock on {}): wait for it to finish",
+                    path.display()
+                ),
+                None => file = f,
+            },
+            Err((_, e)) => {
+                return Err(e).with_context(|| format!("cannot lock {}", path.display()))
+            }
         }
-        Err((_, e)) => Err(e).with_context(|| format!("cannot lock {}", path.display())),
     }
+    bail!(
+        "another nodeprep apply or remove is running (another process holds the lock on {}): wait for it to finish",
+        path.display()
+    )
 }
 
 /// The pid holding a flock on `file`, from the kernel's `/proc/locks`.
