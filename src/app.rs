@@ -10,10 +10,12 @@ use crate::config::{self, Config};
 use crate::engine::{self, Ensure, Host, Mode, RunSpec};
 use crate::exit::{Exit, Fatal, OrExit};
 use crate::facts;
+use crate::interrupt;
 use crate::output::{self, Verbosity};
 use crate::probes;
 use crate::report::{ConsulReport, Report, Status};
-use crate::sys::{consul, lock};
+use crate::state::Trust;
+use crate::sys::{self, consul, lock};
 
 /// Where live applies and removes serialize (a tmpfs: never in an image).
 const LOCK_PATH: &str = "/run/nodeprep.lock";
@@ -94,7 +96,7 @@ pub fn run(cli: Cli) -> Result<Exit, Fatal> {
             Ok(Exit::Ok)
         }
         Command::Config(ConfigCommand::Default) => {
-            print!("{}", config::DEFAULT_TOML);
+            output::text(config::DEFAULT_TOML).or_exit(Exit::Failed)?;
             Ok(Exit::Ok)
         }
         Command::Config(ConfigCommand::Validate { path }) => {
@@ -103,7 +105,7 @@ pub fn run(cli: Cli) -> Result<Exit, Fatal> {
                 .unwrap_or_else(|| PathBuf::from(config::DEFAULT_PATH));
             Config::load(Some(&path)).or_exit(Exit::Config)?;
             if global.verbosity != Verbosity::Quiet {
-                println!("{}: valid", path.display());
+                output::text(&format!("{}: valid\n", path.display())).or_exit(Exit::Failed)?;
             }
             Ok(Exit::Ok)
         }
@@ -129,19 +131,27 @@ fn converge(g: &Global, command: &'static str, sel: &Selection, run: Run) -> Res
     // Everything that can be refused is refused before the first change:
     // the configuration (78), the command line (64), privileges (77).
     let (cfg, source) = Config::load(g.config.as_deref()).or_exit(Exit::Config)?;
-    if let Some(root) = &g.root {
-        if !root.is_dir() {
-            return Err(Fatal::new(
-                Exit::Usage,
-                anyhow!("--root {}: not a directory", root.display()),
-            ));
-        }
-        if run.report_consul {
-            return Err(Fatal::new(
-                Exit::Usage,
-                anyhow!("--report-consul reports a live host; it cannot be used with --root"),
-            ));
-        }
+    // The root every managed path is resolved inside: `/` live, or the
+    // offline tree (its canonical path, so that links to it name one place).
+    let root = match &g.root {
+        Some(root) => Some(
+            std::fs::canonicalize(root)
+                .ok()
+                .filter(|r| r.is_dir())
+                .ok_or_else(|| {
+                    Fatal::new(
+                        Exit::Usage,
+                        anyhow!("--root {}: not a directory", root.display()),
+                    )
+                })?,
+        ),
+        None => None,
+    };
+    if root.is_some() && run.report_consul {
+        return Err(Fatal::new(
+            Exit::Usage,
+            anyhow!("--report-consul reports a live host; it cannot be used with --root"),
+        ));
     }
     let as_root = nix::unistd::geteuid().is_root();
     if mode == Mode::Apply && g.root.is_none() && !as_root {
@@ -151,23 +161,33 @@ fn converge(g: &Global, command: &'static str, sel: &Selection, run: Run) -> Res
         ));
     }
     if g.verbosity == Verbosity::Verbose {
-        eprintln!("nodeprep: configuration: {source}");
+        output::warn(format_args!("configuration: {source}"));
     }
     // On a fresh host dockerd may still be starting; an audit never waits.
     let docker_wait = match mode {
         Mode::Apply => Duration::from_secs(cfg.docker.wait_secs.0),
         Mode::Check | Mode::DryRun => Duration::ZERO,
     };
-    let _lock = match (mode, &g.root) {
+    let _lock = match (mode, &root) {
         (Mode::Apply, None) => Some(lock::acquire(Path::new(LOCK_PATH)).or_exit(Exit::Failed)?),
         // An offline tree is locked as a whole (the directory itself), so
         // the lock leaves nothing behind in an image.
         (Mode::Apply, Some(root)) => Some(lock::acquire_dir(root).or_exit(Exit::Failed)?),
         (Mode::Check | Mode::DryRun, _) => None,
     };
-    let host = Host::new(cfg, g.root.clone(), as_root, docker_wait);
+    if mode == Mode::Apply {
+        // From here on a SIGTERM or SIGINT finishes the current action,
+        // starts no other and reports (see `interrupt`).
+        interrupt::watch().or_exit(Exit::Failed)?;
+    }
+    sys::rooted::confine(root.as_deref().unwrap_or(Path::new("/"))).or_exit(Exit::Failed)?;
+    let host = Host::new(cfg, root, as_root, docker_wait);
+    if let Trust::Unusable(why) = &host.store.trust {
+        return Err(Fatal::new(Exit::Failed, anyhow!("{why}")));
+    }
     let outcome = engine::run(&host, &sel.resources(), run.spec);
-    let probes = if run.probes {
+    let interrupted = interrupt::requested();
+    let probes = if run.probes && interrupted.is_none() {
         probes::run(&host, &sel.probes())
     } else {
         Vec::new()
@@ -175,17 +195,27 @@ fn converge(g: &Global, command: &'static str, sel: &Selection, run: Run) -> Res
     let mut report = Report::new(command, started, outcome.resources, probes);
     report.notes = outcome.notes;
     let mut exit = exit_code(&report, mode);
+    if let Some(sig) = interrupted {
+        output::warn(format_args!(
+            "interrupted by {sig}: the action under way was finished and nothing else was started; run `nodeprep {command}` again to finish"
+        ));
+        exit = Exit::Failed;
+    }
     if run.report_consul {
         // A failure to report is its own error, never a silent skip; it is
         // part of the one report document, not a second one.
         let outcome = report_to_consul(&host, &report);
         if let Err(e) = &outcome {
-            eprintln!("nodeprep: {e:#}");
+            output::warn(format_args!("{e:#}"));
             exit = Exit::Failed;
         }
         report.consul_report = Some(ConsulReport::from(outcome));
     }
-    output::report(&report, g.format, g.verbosity).or_exit(Exit::Failed)?;
+    // The changes are in the state record already; a stdout that fails
+    // (a closed pipe, a full disk) only loses the report: exit 1.
+    output::report(&report, g.format, g.verbosity)
+        .map_err(|e| anyhow!("cannot write the report to stdout: {e}"))
+        .or_exit(Exit::Failed)?;
     Ok(exit)
 }
 

@@ -12,6 +12,7 @@ pub mod engine;
 pub mod envfile;
 pub mod exit;
 pub mod facts;
+pub mod interrupt;
 pub mod output;
 pub mod probes;
 pub mod progress;

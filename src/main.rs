@@ -12,6 +12,7 @@ fn main() -> ExitCode {
             // clap exits 2 on usage errors; 2 means "drift" here, so bad
             // command lines get EX_USAGE instead.
             let _ = e.print();
+            // clap's own printing ignores a closed stdout or stderr.
             return match e.kind() {
                 ErrorKind::DisplayHelp | ErrorKind::DisplayVersion => Exit::Ok,
                 _ => Exit::Usage,
@@ -24,7 +25,7 @@ fn main() -> ExitCode {
     match nodeprep::app::run(cli) {
         Ok(exit) => exit.into(),
         Err(fatal) => {
-            eprintln!("nodeprep: {fatal}");
+            nodeprep::output::warn(&fatal);
             if format == Format::Json {
                 // Scripts parsing stdout still get one document, saying why.
                 nodeprep::output::fatal(command, &fatal);

@@ -20,7 +20,7 @@ pub enum Verbosity {
 
 pub fn report(r: &Report, format: Format, verbosity: Verbosity) -> io::Result<()> {
     let mut out = io::stdout().lock();
-    match format {
+    let written = match format {
         Format::Json => {
             serde_json::to_writer(&mut out, r)?;
             writeln!(out)
@@ -31,7 +31,9 @@ pub fn report(r: &Report, format: Format, verbosity: Verbosity) -> io::Result<()
             let colour = io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none();
             out.write_all(human(r, verbosity, colour).as_bytes())
         }
-    }
+    };
+    // Errors of buffered output show at the flush: report them too.
+    written.and_then(|_| out.flush())
 }
 
 pub fn human(r: &Report, verbosity: Verbosity, colour: bool) -> String {
@@ -144,7 +146,8 @@ pub fn prometheus(r: &Report) -> String {
 }
 
 /// The JSON document for a run that ended before any resource was looked at
-/// (bad configuration, not root, lock held).
+/// (bad configuration, not root, lock held). A stdout that cannot take it
+/// (a closed pipe, a full disk) is ignored: the exit code still tells.
 pub fn fatal(command: &str, fatal: &Fatal) {
     let doc = serde_json::json!({
         "command": command,
@@ -152,7 +155,21 @@ pub fn fatal(command: &str, fatal: &Fatal) {
         "error": format!("{:#}", fatal.error),
         "exit_code": fatal.exit as u8,
     });
-    println!("{doc}");
+    let _ = writeln!(io::stdout().lock(), "{doc}").and_then(|_| io::stdout().flush());
+}
+
+/// A message for people on stderr (`nodeprep: ...`). Never fails and never
+/// panics: a closed or full stderr must not turn a run's exit code into an
+/// abort.
+pub fn warn(msg: impl std::fmt::Display) {
+    let _ = writeln!(io::stderr().lock(), "nodeprep: {msg}");
+}
+
+/// Text on stdout, with write errors returned (not a panic like `print!`).
+pub fn text(s: &str) -> io::Result<()> {
+    let mut out = io::stdout().lock();
+    out.write_all(s.as_bytes())?;
+    out.flush()
 }
 
 pub fn facts(f: &Facts, format: Format) -> io::Result<()> {
@@ -177,7 +194,7 @@ pub fn facts(f: &Facts, format: Format) -> io::Result<()> {
                     writeln!(out, "{k:<24} {v}")?;
                 }
             }
-            Ok(())
+            out.flush()
         }
     }
 }

@@ -30,7 +30,7 @@ impl Pull {
             bar
         });
         if bar.is_none() {
-            eprintln!("nodeprep: pulling {image}");
+            crate::output::warn(format_args!("pulling {image}"));
         }
         Pull {
             image: image.to_string(),
@@ -63,7 +63,7 @@ impl Pull {
                 && !e.status.starts_with("Downloading")
                 && !e.status.starts_with("Extracting") =>
             {
-                eprintln!("nodeprep: pull {}: {layer}: {}", self.image, e.status);
+                crate::output::warn(format_args!("pull {}: {layer}: {}", self.image, e.status));
             }
             None => {}
         }
@@ -74,7 +74,7 @@ impl Pull {
             bar.finish_and_clear();
         }
         if ok {
-            eprintln!("nodeprep: pulled {}", self.image);
+            crate::output::warn(format_args!("pulled {}", self.image));
         }
     }
 }

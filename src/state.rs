@@ -23,6 +23,8 @@ use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
+use crate::sys::files;
+
 /// Where the record lives on the host.
 pub const STATE_DIR: &str = "/var/lib/nodeprep";
 const RECORD_FILE: &str = "state.json";
@@ -74,8 +76,12 @@ pub enum Trust {
     Loaded,
     /// There is none: a first run, or a host set up before nodeprep kept one.
     Missing,
-    /// There is one, but it cannot be read or parsed (why).
+    /// There is one, but it cannot be parsed (why).
     Corrupt(String),
+    /// Something that is not a regular file, or too large, or unreadable,
+    /// is where the record belongs (why): nodeprep refuses to run rather
+    /// than read or replace it.
+    Unusable(String),
 }
 
 /// The record and where it lives (under `--root` when given).
@@ -102,12 +108,14 @@ impl Record {
 }
 
 impl Store {
-    /// Reads the record in `dir`. Never fails: a record that cannot be read
-    /// is reported through [`Trust`] and replaced by an empty one.
+    /// Reads the record in `dir` (inside the run's root, as a regular file of
+    /// at most [`files::MAX_FILE`] bytes). Never fails: a record that cannot
+    /// be parsed is reported through [`Trust`] and replaced by an empty one;
+    /// one that cannot be read at all is [`Trust::Unusable`].
     pub fn load(dir: PathBuf) -> Store {
         let path = dir.join(RECORD_FILE);
-        let (record, trust) = match std::fs::read(&path) {
-            Ok(bytes) => match serde_json::from_slice::<Record>(&bytes) {
+        let (record, trust) = match files::read_regular(&path, files::MAX_FILE) {
+            Ok(Some(seen)) => match serde_json::from_slice::<Record>(&seen.content) {
                 Ok(r) if r.version == VERSION => (r, Trust::Loaded),
                 Ok(r) => (
                     Record::new(),
@@ -118,10 +126,10 @@ impl Store {
                     Trust::Corrupt(format!("{}: {e}", path.display())),
                 ),
             },
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => (Record::new(), Trust::Missing),
+            Ok(None) => (Record::new(), Trust::Missing),
             Err(e) => (
                 Record::new(),
-                Trust::Corrupt(format!("cannot read {}: {e}", path.display())),
+                Trust::Unusable(format!("nodeprep's state record: {e:#}")),
             ),
         };
         Store { dir, record, trust }
@@ -151,6 +159,7 @@ impl Store {
     pub fn describe_trust(&self) -> Option<String> {
         match &self.trust {
             Trust::Loaded | Trust::Missing => None,
+            Trust::Unusable(why) => Some(why.clone()),
             Trust::Corrupt(why) => Some(format!(
                 "the state record is unreadable ({why}); nodeprep converges without it and starts a new one, but `remove` can only undo what it can recognise"
             )),
@@ -171,9 +180,12 @@ pub fn relative(path: &Path) -> &Path {
     path.strip_prefix("/").unwrap_or(path)
 }
 
-/// Reads a kept original (or edited copy).
-pub fn read_kept(path: &Path) -> Result<Vec<u8>> {
-    std::fs::read(path).with_context(|| format!("cannot read the kept copy {}", path.display()))
+/// Reads a kept original (or edited copy), as a regular file inside the
+/// root; `None` when it is missing.
+pub fn read_kept(path: &Path) -> Result<Option<Vec<u8>>> {
+    files::read_regular(path, files::MAX_FILE)
+        .map(|seen| seen.map(|s| s.content))
+        .with_context(|| format!("cannot read the kept copy {}", path.display()))
 }
 
 #[cfg(test)]

@@ -549,11 +549,20 @@ fn foreign_tree(env: &TestEnv) {
     use std::os::unix::fs::PermissionsExt;
     std::fs::create_dir_all(env.path("/etc/dnsmasq.d")).unwrap();
     std::fs::create_dir_all(env.path("/etc/consul.d")).unwrap();
+    // 0750, readable by the container's consul user through its group
+    // (1000): not drift, so the round trip keeps it as it is.
     std::fs::set_permissions(
         env.path("/etc/consul.d"),
-        std::fs::Permissions::from_mode(0o750),
+        std::fs::Permissions::from_mode(if nix::unistd::geteuid().is_root() {
+            0o750
+        } else {
+            0o755
+        }),
     )
     .unwrap();
+    if nix::unistd::geteuid().is_root() {
+        std::os::unix::fs::chown(env.path("/etc/consul.d"), Some(0), Some(1000)).unwrap();
+    }
     std::fs::write(
         env.path("/etc/environment"),
         b"# from the image\r\nPATH=\"/usr/local/bin:/usr/bin\"\nCONSUL_HTTP_ADDR=127.0.0.1:8500\nLANG=C.UTF-8",

@@ -24,6 +24,13 @@ pub use types::*;
 /// Where `apply` and `check` look for their configuration by default.
 pub const DEFAULT_PATH: &str = "/etc/nodeprep/nodeprep.toml";
 
+/// The largest configuration file nodeprep reads (256 KiB).
+pub const MAX_CONFIG: u64 = 256 << 10;
+
+/// The largest gossip key file nodeprep reads (4 KiB; a key is 24 or 44
+/// characters).
+pub const MAX_KEY_FILE: u64 = 4 << 10;
+
 /// The commented default configuration printed by `nodeprep config default`.
 /// A test proves that it parses back to [`Config::default`].
 pub const DEFAULT_TOML: &str = include_str!("default.toml");
@@ -44,16 +51,8 @@ impl Config {
             let inner = e.into_inner();
             if key == "consul.encrypt" {
                 // The toml error quotes the offending line: never for a secret.
-                let line = inner
-                    .span()
-                    .and_then(|s| text.get(..s.start))
-                    .map_or(0, |t| t.matches('\n').count())
-                    + 1;
-                return anyhow::anyhow!(
-                    "{}: line {line}, key `{key}`: {}",
-                    invalid(),
-                    inner.message()
-                );
+                let at = position(text, inner.span().map_or(0, |s| s.start));
+                return anyhow::anyhow!("{}: {at}, key `{key}`: {}", invalid(), inner.message());
             }
             anyhow::Error::new(inner).context(format!("{}: key `{key}`", invalid()))
         })?;
@@ -77,12 +76,15 @@ impl Config {
         };
         let at = || {
             format!(
-                "invalid configuration in {}: line {line}, key `consul.encrypt_file`",
+                "invalid configuration in {}: {line}, key `consul.encrypt_file`",
                 origin.display()
             )
         };
-        let key = std::fs::read_to_string(path)
+        // A FIFO or device named here must not hang or flood the run.
+        let key = crate::sys::files::read_input(path, MAX_KEY_FILE)
             .map_err(|e| anyhow::anyhow!("{}: cannot read {}: {e}", at(), path.display()))?;
+        let key = String::from_utf8(key)
+            .map_err(|_| anyhow::anyhow!("{}: {} is not text", at(), path.display()))?;
         // The key itself is never echoed, only where it came from.
         let key = GossipKey::try_from(key.trim().to_string())
             .map_err(|e| anyhow::anyhow!("{}: {}: {e}", at(), path.display()))?;
@@ -92,13 +94,21 @@ impl Config {
 
     /// Loads the configuration. With no explicit path, a missing default file
     /// means the embedded defaults; an explicit path must exist.
+    ///
+    /// The file is read only when it is a regular file (links followed), at
+    /// most [`MAX_CONFIG`] bytes: a FIFO or device is refused, never read.
     pub fn load(explicit: Option<&Path>) -> Result<(Config, Source)> {
         let path = explicit.unwrap_or(Path::new(DEFAULT_PATH));
-        match std::fs::read_to_string(path) {
-            Ok(text) => Ok((
-                Config::from_text(&text, path)?,
-                Source::File(path.to_path_buf()),
-            )),
+        match crate::sys::files::read_input(path, MAX_CONFIG) {
+            Ok(bytes) => {
+                let text = decode(&bytes).map_err(|e| {
+                    anyhow::anyhow!("invalid configuration in {}: {e}", path.display())
+                })?;
+                Ok((
+                    Config::from_text(text, path)?,
+                    Source::File(path.to_path_buf()),
+                ))
+            }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound && explicit.is_none() => {
                 Ok((Config::default(), Source::Embedded))
             }
@@ -107,6 +117,18 @@ impl Config {
             }
         }
     }
+}
+
+/// The configuration's text; bytes that are not UTF-8 are an error naming
+/// their line and column.
+fn decode(bytes: &[u8]) -> std::result::Result<&str, String> {
+    std::str::from_utf8(bytes).map_err(|e| {
+        let valid = std::str::from_utf8(&bytes[..e.valid_up_to()]).unwrap_or_default();
+        format!(
+            "{}: a byte that is not UTF-8 (TOML files are UTF-8 text)",
+            position(valid, valid.len())
+        )
+    })
 }
 
 /// Where the configuration came from, for `facts` and verbose output.
@@ -245,6 +267,139 @@ mod tests {
         assert_eq!(c.environment.vars.len(), 2);
     }
 
+    /// Values that parse but would break the layout are refused (exit 78),
+    /// naming the line, column and key.
+    #[test]
+    fn harmful_values_are_refused_with_line_column_and_key() {
+        let cases: &[(&str, &[&str])] = &[
+            (
+                "[dnsmasq]\nlisten = []\n",
+                &["line 2, column 10", "dnsmasq.listen", "every interface"],
+            ),
+            (
+                "[dnsmasq]\nlisten = [\"0.0.0.0\"]\n",
+                &["line 2", "dnsmasq.listen", "every interface"],
+            ),
+            ("[dnsmasq]\nlisten = [\"224.0.0.1\"]\n", &["dnsmasq.listen"]),
+            (
+                "[dnsmasq]\nlisten = [\"127.0.0.1\", \"127.0.0.1\"]\n",
+                &["dnsmasq.listen", "twice"],
+            ),
+            (
+                "[consul]\ndns_port = 53\n",
+                &["line 2, column 12", "consul.dns_port", "itself"],
+            ),
+            (
+                "[consul]\nhttp_port = 53\n",
+                &["consul.http_port", "dnsmasq"],
+            ),
+            ("[consul]\nhttp_port = 80\n", &["consul.http_port", "1024"]),
+            (
+                "[consul]\ndns_port = 8301\n",
+                &["consul.dns_port", "gossip"],
+            ),
+            (
+                "[consul]\nhttp_port = 8600\n",
+                &["line 2", "consul.http_port", "both 8600"],
+            ),
+            (
+                "[consul]\nhttp_port = 9000\ndns_port = 9000\n",
+                &["consul.http_port", "both 9000"],
+            ),
+            (
+                "[consul]\nclient_addr = \"0.0.0.0\"\n",
+                &["consul.client_addr", "every interface"],
+            ),
+            (
+                "[consul]\nbind_addr = \"169.254.1.1\"\n",
+                &["line 2", "consul.bind_addr"],
+            ),
+            (
+                "[dnsmasq]\nfile = \"/etc/dnsmasq.d/\"\n",
+                &["line 2", "dnsmasq.file", "names a directory"],
+            ),
+            (
+                "[environment]\nfile = \"/etc/.\"\n",
+                &["environment.file", "names a directory"],
+            ),
+            (
+                "[environment]\nfile = \"/\"\n",
+                &["environment.file", "names a directory"],
+            ),
+            (
+                "[consul]\nencrypt_file = \"/etc/consul/\"\n",
+                &["consul.encrypt_file", "names a directory"],
+            ),
+            (
+                "[consul]\nconfig_dir = \"/\"\n",
+                &["consul.config_dir", "may not be /"],
+            ),
+            ("[state]\ndir = \"/\"\n", &["state.dir", "may not be /"]),
+            (
+                "[environment]\nfile = \"/etc/dnsmasq.d/consul.conf\"\n",
+                &["environment.file", "dnsmasq.file", "fight"],
+            ),
+            (
+                "[dnsmasq]\nfile = \"/etc/consul.d/agent.json\"\n",
+                &["fight"],
+            ),
+            (
+                "[dnsmasq]\nfile = \"/var/lib/nodeprep/x.conf\"\n",
+                &["dnsmasq.file", "inside state.dir"],
+            ),
+            (
+                "[consul]\ndata_dir = \"/etc/consul.d\"\n",
+                &["consul.data_dir", "overlaps"],
+            ),
+            (
+                "[state]\ndir = \"/etc/consul.d/state\"\n",
+                &["state.dir", "overlaps"],
+            ),
+            (
+                "[environment.vars]\nX = \"a#b\"\n",
+                &["line 2", "environment.vars", "'#'"],
+            ),
+        ];
+        for (text, needles) in cases {
+            let msg = err(text);
+            for n in *needles {
+                assert!(
+                    msg.contains(n),
+                    "expected {n:?} in error for {text:?}:\n{msg}"
+                );
+            }
+        }
+    }
+
+    /// Errors of the text itself name a line and column too: a byte that is
+    /// not UTF-8, nesting deeper than the parser allows, a FIFO or device
+    /// named as the configuration or the key file (refused, never read).
+    #[test]
+    fn encoding_nesting_and_special_files_name_where() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("nodeprep.toml");
+        std::fs::write(&path, b"[consul]\ndatacenter = \"dc\xff1\"\n").unwrap();
+        let e = format!("{:#}", Config::load(Some(&path)).unwrap_err());
+        assert!(
+            e.contains("line 2, column 17") && e.contains("UTF-8"),
+            "{e}"
+        );
+        let deep = format!("x = {}1{}\n", "[".repeat(5000), "]".repeat(5000));
+        let e = err(&deep);
+        assert!(e.contains("line 1, column"), "{}", &e[..e.len().min(300)]);
+        let fifo = dir.path().join("fifo");
+        nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o644)).unwrap();
+        for p in [fifo.as_path(), Path::new("/dev/zero")] {
+            let e = format!("{:#}", Config::load(Some(p)).unwrap_err());
+            assert!(e.contains("not a regular file"), "{e}");
+            let e = err(&format!("[consul]\nencrypt_file = \"{}\"\n", p.display()));
+            assert!(
+                e.contains("line 2, column 16") && e.contains("not a regular file"),
+                "{e}"
+            );
+        }
+    }
+
     #[test]
     fn errors_name_file_line_and_key() {
         let cases: &[(&str, &[&str])] = &[
@@ -301,7 +456,7 @@ mod tests {
             ),
             (
                 "[consul]\nrole = \"server\"\n",
-                &["consul.bootstrap_expect", "a server needs it"],
+                &["line 2, column 8", "consul.bootstrap_expect", "no leader"],
             ),
             ("[consul]\nrole = \"leader\"\n", &["line 2", "consul.role"]),
             (
@@ -349,6 +504,10 @@ mod tests {
         for (text, needles) in cases {
             let msg = err(text);
             assert!(msg.contains("/etc/nodeprep/nodeprep.toml"), "{msg}");
+            assert!(
+                msg.contains("column ") || text.contains("encrypt_file"),
+                "no column in the error for {text:?}:\n{msg}"
+            );
             for n in *needles {
                 assert!(
                     msg.contains(n),

@@ -4,7 +4,7 @@
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use ipnet::{IpNet, Ipv4Net};
 use serde::Serialize;
@@ -102,8 +102,8 @@ pub struct Cluster {
     #[serde(skip)]
     pub encrypt: Option<GossipKey>,
     /// Where the gossip key is read from, with the line of the key in the
-    /// configuration file for error messages.
-    pub encrypt_file: Option<(PathBuf, usize)>,
+    /// configuration file (`line L, column C`) for error messages.
+    pub encrypt_file: Option<(PathBuf, String)>,
     /// Servers only.
     pub ui: bool,
 }
@@ -220,7 +220,7 @@ impl Config {
         // Variables from the file are added to the managed set and may
         // override the default value of CONSUL_HTTP_ADDR.
         vars.extend(file.environment.vars.unwrap_or_default());
-        Ok(Config {
+        let cfg = Config {
             probes: Probes {
                 timeout_ms: file.probes.timeout_ms.map_or(2000, |b| b.0),
                 upstream_name: file.probes.upstream_name,
@@ -297,7 +297,182 @@ impl Config {
             },
             link,
             consul,
-        })
+        };
+        cfg.check(text)?;
+        Ok(cfg)
+    }
+
+    /// Rules a single value cannot break alone but the whole configuration
+    /// can: values harmless in isolation that break the layout together.
+    /// Each error names the line and column of a key the file sets.
+    fn check(&self, text: &str) -> Result<(), String> {
+        let at = |key: &str| locate(text, key);
+        // dnsmasq: an empty listen list makes dnsmasq answer on every
+        // interface; so does the wildcard address.
+        let listen = &self.dnsmasq.listen;
+        if listen.is_empty() {
+            return Err(format!(
+                "{}: dnsmasq.listen is empty: dnsmasq would then answer on every interface; list the addresses it serves (e.g. [\"127.0.0.1\", \"{}\"])",
+                at("dnsmasq.listen"),
+                self.link.address.ip()
+            ));
+        }
+        for (i, ip) in listen.iter().enumerate() {
+            let bad = match ip {
+                IpAddr::V4(v4) => v4.is_unspecified() || v4.is_broadcast() || v4.is_multicast(),
+                IpAddr::V6(v6) => v6.is_unspecified() || v6.is_multicast(),
+            };
+            if bad {
+                return Err(format!(
+                    "{}: dnsmasq.listen holds {ip}, which is not one address: dnsmasq would answer on every interface (or none)",
+                    at("dnsmasq.listen")
+                ));
+            }
+            if listen[..i].contains(ip) {
+                return Err(format!(
+                    "{}: dnsmasq.listen lists {ip} twice",
+                    at("dnsmasq.listen")
+                ));
+            }
+        }
+        // Consul's HTTP API must not answer on every interface.
+        if let Some(ip) = self
+            .consul
+            .client_addr
+            .0
+            .iter()
+            .find(|ip| ip.is_unspecified())
+        {
+            return Err(format!(
+                "{}: consul.client_addr holds {ip}: the agent's HTTP API and DNS would answer on every interface; list the link address and 127.0.0.1",
+                at("consul.client_addr")
+            ));
+        }
+        // Ports: dnsmasq owns 53 on the link address and forwards the
+        // domain to dns_port; Consul's own ports are taken.
+        let (http, dns) = (self.consul.http_port.0, self.consul.dns_port.0);
+        let port_key = |key: &str| at(&format!("consul.{key}"));
+        for (key, port) in [("dns_port", dns), ("http_port", http)] {
+            if port == 53 {
+                return Err(format!(
+                    "{}: consul.{key} = 53 is dnsmasq's port on the link address: dnsmasq would forward the consul domain to itself",
+                    port_key(key)
+                ));
+            }
+            if port < 1024 {
+                return Err(format!(
+                    "{}: consul.{key} = {port}: the agent runs as the image's consul user on the host's network and cannot bind a port below 1024",
+                    port_key(key)
+                ));
+            }
+            if (8300..=8302).contains(&port) {
+                return Err(format!(
+                    "{}: consul.{key} = {port} is one of Consul's own ports (8300 server RPC, 8301 LAN and 8302 WAN gossip)",
+                    port_key(key)
+                ));
+            }
+        }
+        if http == dns {
+            let key = if text_sets(text, "consul.http_port") {
+                "http_port"
+            } else {
+                "dns_port"
+            };
+            return Err(format!(
+                "{}: consul.http_port and consul.dns_port are both {http}: the agent cannot serve HTTP and DNS on one port",
+                port_key(key)
+            ));
+        }
+        // Paths: a file key must name a file, a directory key a directory
+        // other than `/`, and no two managed paths may be the same.
+        let dirs: [(&str, &Path); 4] = [
+            ("networkd.dir", self.networkd.dir.as_path()),
+            ("consul.config_dir", self.consul.config_dir.as_path()),
+            ("consul.data_dir", self.consul.data_dir.as_path()),
+            ("state.dir", self.state.dir.as_path()),
+        ];
+        let files: [(&str, &Path); 2] = [
+            ("dnsmasq.file", self.dnsmasq.file.as_path()),
+            ("environment.file", self.environment.file.as_path()),
+        ];
+        for (key, dir) in dirs {
+            if dir.parent().is_none() {
+                return Err(format!("{}: {key} may not be /", at(key)));
+            }
+        }
+        let mut file_paths: Vec<(&str, PathBuf)> =
+            files.iter().map(|(k, p)| (*k, p.to_path_buf())).collect();
+        if let Some((path, _)) = &self.consul.cluster.encrypt_file {
+            file_paths.push(("consul.encrypt_file", path.clone()));
+        }
+        for (key, file) in &file_paths {
+            let raw = file.as_os_str().as_encoded_bytes();
+            if raw.ends_with(b"/") || raw.ends_with(b"/.") || file.file_name().is_none() {
+                return Err(format!(
+                    "{}: {key} = {:?} names a directory; it must name a file",
+                    at(key),
+                    file.display()
+                ));
+            }
+        }
+        for (key, file) in &files {
+            for (dkey, dir) in dirs {
+                if file == &dir || (dkey == "state.dir" && file.starts_with(dir)) {
+                    return Err(format!(
+                        "{}: {key} = {:?} is {} {dkey}",
+                        at(key),
+                        file.display(),
+                        if file == &dir {
+                            "the directory of"
+                        } else {
+                            "inside"
+                        }
+                    ));
+                }
+            }
+        }
+        let managed: Vec<(&str, PathBuf)> = files
+            .iter()
+            .map(|(k, p)| (*k, p.to_path_buf()))
+            .chain(
+                [
+                    crate::resources::consul_config::INTERFACES_FILE,
+                    crate::resources::consul_config::AGENT_FILE,
+                ]
+                .iter()
+                .map(|f| {
+                    (
+                        "consul.config_dir",
+                        self.consul.config_dir.as_path().join(f),
+                    )
+                }),
+            )
+            .collect();
+        for (i, (key, path)) in managed.iter().enumerate() {
+            if let Some((other, _)) = managed[..i].iter().find(|(_, p)| p == path) {
+                return Err(format!(
+                    "{}: {key} and {other} both name {}: two resources would fight over one file",
+                    at(key),
+                    path.display()
+                ));
+            }
+        }
+        for (i, (key, dir)) in dirs.iter().enumerate() {
+            for (other, odir) in &dirs[..i] {
+                let nested = dir == odir
+                    || (*key == "state.dir" && dir.starts_with(odir))
+                    || (*other == "state.dir" && odir.starts_with(dir));
+                if nested {
+                    return Err(format!(
+                        "{}: {key} = {:?} overlaps {other} = {:?}",
+                        at(key),
+                        dir.display(),
+                        odir.display()
+                    ));
+                }
+            }
+        }
+        Ok(())
     }
 
     /// The agent's HTTP API as containers and the host reach it: the link
@@ -324,7 +499,7 @@ impl Link {
 /// offending key (`text` is the file, for line numbers).
 fn resolve_cluster(c: &ConsulFile, text: &str) -> Result<Cluster, String> {
     let at = |span: std::ops::Range<usize>, key: &str| {
-        format!("line {}, key `consul.{key}`", line_of(text, span))
+        format!("{}, key `consul.{key}`", position(text, span.start))
     };
     let role = c.role.unwrap_or(Role::Client);
     let bootstrap_expect = match (&c.bootstrap_expect, role) {
@@ -339,9 +514,11 @@ fn resolve_cluster(c: &ConsulFile, text: &str) -> Result<Cluster, String> {
         }
         (Some(b), Role::Server) => Some(*b.get_ref()),
         (None, Role::Server) => {
-            return Err("key `consul.bootstrap_expect`: a server needs it (1 for a single server, \
-                        3 or 5 for a cluster): without it no leader is ever elected"
-                .to_string())
+            return Err(format!(
+                "{}: consul.role = \"server\" needs key `consul.bootstrap_expect` (1 for a single server, \
+                 3 or 5 for a cluster): without it no leader is ever elected",
+                locate(text, "consul.role")
+            ))
         }
         (None, Role::Client) => None,
     };
@@ -365,7 +542,10 @@ fn resolve_cluster(c: &ConsulFile, text: &str) -> Result<Cluster, String> {
         (Some(k), None) => (Some(k.get_ref().clone()), None),
         (None, Some(f)) => (
             None,
-            Some((f.get_ref().as_path().to_path_buf(), line_of(text, f.span()))),
+            Some((
+                f.get_ref().as_path().to_path_buf(),
+                position(text, f.span().start),
+            )),
         ),
         (None, None) => (None, None),
     };
@@ -384,9 +564,45 @@ fn resolve_cluster(c: &ConsulFile, text: &str) -> Result<Cluster, String> {
     })
 }
 
-/// The 1-based line of a byte span's start in `text`.
-pub(super) fn line_of(text: &str, span: std::ops::Range<usize>) -> usize {
-    text.get(..span.start)
-        .map_or(0, |t| t.matches('\n').count())
-        + 1
+/// `line L, column C` (both 1-based; the column counts characters) of byte
+/// `offset` in `text`.
+pub fn position(text: &str, offset: usize) -> String {
+    let offset = offset.min(text.len());
+    let before = text.get(..offset).unwrap_or(text);
+    let line = before.matches('\n').count() + 1;
+    let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+    format!("line {line}, column {column}")
+}
+
+/// Where the value of dotted key `key` ("consul.dns_port") is written in
+/// `text`: `line L, column C, key `consul.dns_port``. A key the file does
+/// not set (a default broke a rule together with one that is set) is named
+/// without a position.
+pub fn locate(text: &str, key: &str) -> String {
+    match span_of(text, key) {
+        Some(span) => format!("{}, key `{key}`", position(text, span.start)),
+        None => format!("key `{key}` (not set in the file: its default)"),
+    }
+}
+
+fn text_sets(text: &str, key: &str) -> bool {
+    span_of(text, key).is_some()
+}
+
+fn span_of(text: &str, key: &str) -> Option<std::ops::Range<usize>> {
+    use toml::de::{DeTable, DeValue};
+    let doc = DeTable::parse(text).ok()?;
+    let mut table = doc.get_ref();
+    let parts: Vec<&str> = key.split('.').collect();
+    for (i, part) in parts.iter().enumerate() {
+        let (_, value) = table.iter().find(|(k, _)| k.get_ref().as_ref() == *part)?;
+        if i + 1 == parts.len() {
+            return Some(value.span());
+        }
+        match value.get_ref() {
+            DeValue::Table(t) => table = t,
+            _ => return None,
+        }
+    }
+    None
 }

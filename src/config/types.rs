@@ -164,7 +164,12 @@ impl TryFrom<String> for BindAddr {
         let ip: Ipv4Addr = s
             .parse()
             .map_err(|_| format!("{s:?} is neither \"auto\" nor an IPv4 address"))?;
-        if ip.is_unspecified() || ip.is_loopback() || ip.is_multicast() || ip.is_broadcast() {
+        if ip.is_unspecified()
+            || ip.is_loopback()
+            || ip.is_multicast()
+            || ip.is_broadcast()
+            || ip.is_link_local()
+        {
             return Err(format!(
                 "{s:?} cannot be bind_addr: Consul gossips on it, so it must be an address other hosts can reach"
             ));
@@ -316,12 +321,16 @@ impl fmt::Display for EnvName {
 
 string_newtype!(
     /// An environment variable value for /etc/environment. pam_env has no
-    /// escape syntax there, so quotes, backslashes, '$' and control characters
-    /// are refused rather than written in a form pam_env would misread.
+    /// escape syntax there, so quotes, backslashes, '$', '#' (pam_env ends
+    /// the value there) and control characters are refused rather than
+    /// written in a form pam_env would misread; so is a value too long for
+    /// pam_env's line buffer.
     EnvValue(String),
     |s| {
-        if let Some(c) = s.chars().find(|c| matches!(c, '"' | '\'' | '\\' | '$' | '`') || c.is_control()) {
+        if let Some(c) = s.chars().find(|c| matches!(c, '"' | '\'' | '\\' | '$' | '`' | '#') || c.is_control()) {
             Err(format!("value {s:?} contains {c:?}, which /etc/environment cannot hold safely"))
+        } else if s.len() > 1024 {
+            Err(format!("the value is {} bytes long; /etc/environment takes at most 1024 here", s.len()))
         } else {
             Ok(s)
         }

@@ -29,13 +29,7 @@ pub fn action(host: &Host, store: &mut Store, action: &Action) -> Result<Option<
 }
 
 fn save(host: &Host, store: &mut Store) -> Result<()> {
-    if !store.dir.is_dir() {
-        let created = files::missing_dirs(&store.dir);
-        for dir in &created {
-            store.record.dirs.insert(host_path_of(host, dir));
-        }
-        files::create_dirs(&created, 0o755, host.root_owner())?;
-    }
+    state_dir(host, store)?;
     files::write_atomic(
         &store.record_path(),
         &store.serialized(),
@@ -43,6 +37,55 @@ fn save(host: &Host, store: &mut Store) -> Result<()> {
         host.root_owner(),
     )
     .context("cannot update nodeprep's state record")
+}
+
+/// Creates the state directory (0755, recorded) when it is missing.
+fn state_dir(host: &Host, store: &mut Store) -> Result<()> {
+    if !files::is_dir(&store.dir) {
+        let created = files::missing_dirs(&store.dir);
+        for dir in &created {
+            store.record.dirs.insert(host_path_of(host, dir));
+        }
+        files::create_dirs(&created, 0o755, host.root_owner())?;
+    }
+    Ok(())
+}
+
+/// Removes the temporary files a killed run left beside the managed files
+/// this run looked at, beside the files of the record, and in the state
+/// directory. Runs under the lock, before the first change; returns remarks
+/// for the report.
+pub fn sweep(host: &Host, store: &Store) -> Vec<String> {
+    let mut dirs: std::collections::BTreeSet<PathBuf> = host.dirs_seen().into_iter().collect();
+    for path in store.record.files.keys() {
+        if let Some(dir) = host.path(path).real.parent() {
+            dirs.insert(dir.to_path_buf());
+        }
+    }
+    let mut stack = vec![store.dir.clone()];
+    while let Some(dir) = stack.pop() {
+        if dirs.insert(dir.clone()) && dirs.len() < 4096 {
+            for name in files::list_dir(&dir).unwrap_or_default() {
+                let sub = dir.join(name);
+                if files::is_dir(&sub) && !files::is_link(&sub) {
+                    stack.push(sub);
+                }
+            }
+        }
+    }
+    let mut notes = Vec::new();
+    for dir in dirs {
+        match files::sweep_temp(&dir) {
+            Ok(removed) => notes.extend(removed.iter().map(|p| {
+                format!(
+                    "removed {}, a temporary file an interrupted run left behind",
+                    host_path_of(host, p).display()
+                )
+            })),
+            Err(e) => notes.push(format!("cannot clean temporary files: {e:#}")),
+        }
+    }
+    notes
 }
 
 /// The host path of a path this run reaches (the inverse of `Host::path`).
@@ -71,6 +114,8 @@ fn keep(
     };
     // Kept copies may hold secrets (an agent.json with a gossip key):
     // readable by root only; the recorded mode is what `remove` restores.
+    // The state directory itself is an ordinary 0755 directory.
+    state_dir(host, store)?;
     let dir = target.parent().expect("kept copies live in a directory");
     let created = files::missing_dirs(dir);
     files::create_dirs(&created, 0o700, host.root_owner())?;
@@ -303,7 +348,7 @@ pub fn forget(host: &Host, store: &mut Store, entries: &[Forget]) {
             }
         }
     }
-    if store.record != before && store.dir.is_dir() {
+    if store.record != before && files::is_dir(&store.dir) {
         let _ = save(host, store);
     }
 }
@@ -314,7 +359,7 @@ pub fn forget(host: &Host, store: &mut Store, entries: &[Forget]) {
 /// then the state directory stays. Returns remarks for the report.
 pub fn tidy_state(host: &Host, store: &mut Store) -> Vec<String> {
     let mut notes = Vec::new();
-    if !store.record.is_empty() || !store.dir.exists() {
+    if !store.record.is_empty() || !files::exists(&store.dir) {
         return notes;
     }
     if let Err(e) = files::remove_file(&store.record_path()) {
@@ -322,19 +367,30 @@ pub fn tidy_state(host: &Host, store: &mut Store) -> Vec<String> {
         return notes;
     }
     let mut dirs: Vec<PathBuf> = store.record.dirs.iter().cloned().collect();
+    // With nothing left to undo, kept originals serve nothing (one can be
+    // left when a run was killed between putting it back and recording
+    // that); only a record that was read and is now empty says so.
+    if store.trust == crate::state::Trust::Loaded {
+        if let Err(e) = files::remove_tree(&store.original_path(Path::new("/"))) {
+            notes.push(format!("{e:#}"));
+        }
+    }
     for sub in [
         store.original_path(Path::new("/")),
         store.edited_path(Path::new("/")),
     ] {
         files::remove_empty_tree(&sub);
     }
+    // The state directory itself goes once empty, recorded or not (a run
+    // killed between creating it and writing the first record).
+    let _ = files::remove_dir(&store.dir);
     // Deepest first, so a parent is looked at after its children.
     dirs.sort_by_key(|d| std::cmp::Reverse(d.components().count()));
     for dir in dirs {
         let real = host.path(&dir).real;
         match files::remove_dir(&real) {
             Ok(()) => {}
-            Err(_) if real.exists() => {
+            Err(_) if files::exists(&real) => {
                 if real == store.dir {
                     notes.push(format!(
                         "kept {}: it holds copies of files others had edited",

@@ -5,7 +5,8 @@
 //! asks (a run that needs no netlink or Docker opens no socket); every
 //! resource and probe of the run sees the same answer.
 
-use std::cell::OnceCell;
+use std::cell::{OnceCell, RefCell};
+use std::collections::BTreeSet;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -28,6 +29,9 @@ pub struct Host {
     pub facts: Facts,
     /// nodeprep's record, as read at the start of the run.
     pub store: Store,
+    /// The directories of every managed path this run looked at (as this
+    /// run reaches them): where a killed run may have left temporary files.
+    dirs_seen: RefCell<BTreeSet<PathBuf>>,
 }
 
 /// The bind address and how it was chosen.
@@ -74,6 +78,7 @@ impl Host {
             as_root,
             facts,
             store: Store::load(state_dir),
+            dirs_seen: RefCell::new(BTreeSet::new()),
         }
     }
 
@@ -83,10 +88,19 @@ impl Host {
 
     /// A managed path as the host names it and as this run reaches it.
     pub fn path(&self, host: &Path) -> HostPath {
+        let real = rebase(self.root.as_deref(), host);
+        if let Some(dir) = real.parent() {
+            self.dirs_seen.borrow_mut().insert(dir.to_path_buf());
+        }
         HostPath {
             host: host.to_path_buf(),
-            real: rebase(self.root.as_deref(), host),
+            real,
         }
+    }
+
+    /// The directories of the managed paths this run has looked at so far.
+    pub fn dirs_seen(&self) -> Vec<PathBuf> {
+        self.dirs_seen.borrow().iter().cloned().collect()
     }
 
     /// Owner of managed files: root, when nodeprep runs as root (an

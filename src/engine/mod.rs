@@ -210,6 +210,11 @@ pub fn run(host: &Host, selected: &[&Entry], spec: RunSpec) -> Outcome {
         return Outcome { resources, notes };
     }
     let mut store = host.store.clone();
+    // Under the lock, before the first change: temporary files a killed
+    // run left beside the managed files go.
+    if crate::interrupt::requested().is_none() {
+        notes.extend(execute::sweep(host, &store));
+    }
     let mut resources = Vec::with_capacity(planned.len());
     for p in &planned {
         resources.push(execute_planned(host, &mut store, p, spec));
@@ -304,7 +309,23 @@ fn execute_planned(
     };
     let mut done = Vec::new();
     let mut notes: Vec<String> = plan.notes.iter().chain(&plan.pending).cloned().collect();
-    for action in &plan.actions {
+    for (i, action) in plan.actions.iter().enumerate() {
+        if let Some(sig) = crate::interrupt::requested() {
+            // Stop between two actions: the one before was finished, the
+            // next is not started.
+            let left: Vec<String> = plan.actions[i..].iter().map(|a| a.to_string()).collect();
+            let mut detail = format!("interrupted by {sig}; not done: {}", left.join(", "));
+            if !done.is_empty() {
+                detail.push_str(&format!("; done: {}", done.join(", ")));
+            }
+            return ResourceReport {
+                id: p.id,
+                status: Status::Failed,
+                detail,
+                diff: spec.with_diff.then(|| diffs(plan)).flatten(),
+                actions: done,
+            };
+        }
         match execute::action(host, store, action) {
             Ok(note) => {
                 done.push(action.to_string());

@@ -6,7 +6,7 @@ use anyhow::{anyhow, Result};
 
 use crate::config::{Config, Role};
 use crate::engine::host::BindChoice;
-use crate::engine::{Ensure, Host, Plan, Resource, Want};
+use crate::engine::{Action, Ensure, FileOp, Host, HostPath, Plan, Resource, Want};
 use crate::render;
 use crate::resources::files::{self, DirsSeen, FileSeen, FileSpec};
 
@@ -16,6 +16,8 @@ pub const AGENT_FILE: &str = "agent.json";
 pub struct ConsulConfig;
 
 pub struct Seen {
+    /// The config dir and its mode and owner (`None`: missing).
+    dir: (HostPath, Option<(u32, u32, u32)>),
     interfaces: FileSeen,
     agent: FileSeen,
     dirs: DirsSeen,
@@ -32,7 +34,13 @@ impl Resource for ConsulConfig {
     fn observe(host: &Host, ensure: Ensure) -> Result<Seen> {
         let dir = host.cfg.consul.config_dir.as_path();
         let (interfaces, agent) = (dir.join(INTERFACES_FILE), dir.join(AGENT_FILE));
+        let dir_path = host.path(dir);
+        let dir_seen = match ensure {
+            Ensure::Present => crate::sys::files::observe_dir(&dir_path.real)?,
+            Ensure::Absent => None,
+        };
         Ok(Seen {
+            dir: (dir_path, dir_seen),
             interfaces: files::observe(host, &interfaces, ensure)?,
             agent: files::observe(host, &agent, ensure)?,
             dirs: match ensure {
@@ -65,6 +73,7 @@ impl Resource for ConsulConfig {
                     state: state(cfg, bind),
                     ..Plan::default()
                 };
+                plan.actions.extend(readable_dir(cfg, &seen.dir));
                 plan.actions.extend(files::present(
                     &seen.interfaces,
                     render::consul_interfaces(cfg, bind.ip).into_bytes(),
@@ -102,6 +111,38 @@ impl Resource for ConsulConfig {
             }
         }
     }
+}
+
+/// The agent reads the config dir as the image's consul user
+/// (`consul.uid`/`consul.gid`) through a bind mount: a dir whose mode or
+/// owner keeps that user from listing it (0750 root:root, as a umask of 027
+/// makes it) is drift, repaired by adding the read and search bits of the
+/// class the user falls in.
+fn readable_dir(
+    cfg: &Config,
+    (path, seen): &(HostPath, Option<(u32, u32, u32)>),
+) -> Option<Action> {
+    let (mode, uid, gid) = (*seen)?;
+    let (cuid, cgid) = (cfg.consul.uid, cfg.consul.gid);
+    let shift = if uid == cuid {
+        6
+    } else if gid == cgid {
+        3
+    } else {
+        0
+    };
+    if (mode >> shift) & 0o5 == 0o5 {
+        return None;
+    }
+    let fixed = mode | (0o5 << shift);
+    Some(Action::File(FileOp::Dir {
+        path: path.clone(),
+        mode: fixed,
+        owner: None,
+        why: format!(
+            "the consul user {cuid}:{cgid} cannot read it: mode {mode:o}, owner {uid}:{gid}; chmod {fixed:o}"
+        ),
+    }))
 }
 
 /// A file holding the gossip key is 0640, readable by the image's consul

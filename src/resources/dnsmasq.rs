@@ -166,16 +166,15 @@ fn resolv_file(host: &Host) -> Result<Option<PathBuf>> {
             // An image: resolved's list if the tree has one, else dnsmasq's
             // default; the live host decides again at its own apply.
             let upstreams = Path::new(RESOLVED_UPSTREAMS);
-            host.path(upstreams)
-                .real
-                .exists()
-                .then(|| upstreams.to_path_buf())
+            crate::sys::files::exists(&host.path(upstreams).real).then(|| upstreams.to_path_buf())
         }
         ResolvFile::Auto => {
             let upstreams = Path::new(RESOLVED_UPSTREAMS);
             let etc = host.cfg.dns.resolv_conf.as_path();
-            let target = std::fs::read_link(host.path(etc).real).ok();
-            if host.path(upstreams).real.exists() && host.facts.resolved_active()? {
+            let target = crate::sys::files::read_link(&host.path(etc).real);
+            if crate::sys::files::exists(&host.path(upstreams).real)
+                && host.facts.resolved_active()?
+            {
                 Some(upstreams.to_path_buf())
             } else if target.is_some_and(|t| {
                 t.starts_with(RESOLVCONF_RUN) || t.starts_with("../run/resolvconf")

@@ -65,13 +65,15 @@ impl Resource for DockerDns {
         }
         let path = cfg.docker.daemon_json.as_path();
         let file = files::observe(host, path, ensure)?;
-        let mtime = std::fs::metadata(&file.path.real)
-            .and_then(|m| m.modified())
-            .ok()
-            .and_then(docker::since_boot);
+        let mut mtime = None;
         let daemon = if host.offline() {
             None
         } else {
+            // Live: the root is /, where the host's own path is the file.
+            mtime = std::fs::symlink_metadata(&file.path.real)
+                .and_then(|m| m.modified())
+                .ok()
+                .and_then(docker::since_boot);
             let started = docker::daemon_started(Path::new(PIDFILE));
             let restartable = match host.facts.systemd {
                 Some(systemd) => systemd.is_active(UNIT)?,

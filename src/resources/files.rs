@@ -32,7 +32,7 @@ pub struct FileSeen {
     pub current: Option<Current>,
     /// What the record says nodeprep did to this path.
     pub entry: Option<FileEntry>,
-    /// The kept original (read only when the desired state is absent).
+    /// The kept original, when the record says there is one.
     pub original: Option<Vec<u8>>,
 }
 
@@ -66,16 +66,19 @@ pub fn observe(host: &Host, host_path: &Path, ensure: Ensure) -> Result<FileSeen
         gid: o.gid,
     });
     let entry = host.store.record.files.get(host_path).cloned();
+    // The kept original is read for both directions: `remove` puts it
+    // back, and `apply` recognises a file that still holds it (a run killed
+    // after recording the change but before making it).
     let original = match (&entry, ensure) {
         (
             Some(FileEntry {
                 original: Original::Kept { .. },
                 ..
             }),
-            Ensure::Absent,
+            Ensure::Absent | Ensure::Present,
         ) => {
             let kept = host.store.original_path(host_path);
-            std::fs::read(&kept).ok()
+            state::read_kept(&kept)?
         }
         _ => None,
     };
@@ -113,7 +116,10 @@ pub fn present(seen: &FileSeen, content: Vec<u8>, spec: FileSpec) -> Option<Acti
     };
     let keep = if seen.entry.is_none() {
         Keep::Original
-    } else if cur.content == content || is_ours(seen, &cur.content) {
+    } else if cur.content == content
+        || is_ours(seen, &cur.content)
+        || seen.original.as_deref() == Some(cur.content.as_slice())
+    {
         Keep::Nothing
     } else {
         Keep::Edited

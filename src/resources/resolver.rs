@@ -31,6 +31,7 @@ use crate::render;
 use crate::resolvconf;
 use crate::resources::files::{self, DirsSeen, FileSeen, FileSpec};
 use crate::state::{self, Original};
+use crate::sys::files as sys_files;
 use crate::sys::resolved::{self, LinkDns};
 
 pub const UNIT: &str = "systemd-resolved.service";
@@ -100,22 +101,25 @@ impl Resource for Resolver {
             Some(Live { resolved })
         };
         let real = host.path(resolv_path).real;
-        let resolv_conf = match std::fs::symlink_metadata(&real) {
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => ResolvConf::Missing,
-            Err(e) => bail!("cannot stat {}: {e}", resolv_path.display()),
-            Ok(m) if m.file_type().is_symlink() => {
-                let target = std::fs::read_link(&real)?;
+        let resolv_conf = match sys_files::read_link(&real) {
+            Some(target) => {
                 let absolute = resolv_path.parent().unwrap_or(Path::new("/")).join(&target);
                 if normalize(&absolute) == Path::new(STUB) {
                     ResolvConf::Stub
                 } else {
                     ResolvConf::Symlink {
-                        content: std::fs::read(&real).unwrap_or_default(),
+                        // Only looked at: a link to a file that is not
+                        // there (yet) reads as empty.
+                        content: sys_files::read_through_links(&real, sys_files::MAX_FILE)
+                            .ok()
+                            .flatten()
+                            .unwrap_or_default(),
                         target,
                     }
                 }
             }
-            Ok(_) => ResolvConf::File(files::observe(host, resolv_path, ensure)?),
+            None if !sys_files::exists(&real) => ResolvConf::Missing,
+            None => ResolvConf::File(files::observe(host, resolv_path, ensure)?),
         };
         Ok(Seen {
             dropin: files::observe(host, dropin_path, ensure)?,

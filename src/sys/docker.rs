@@ -100,6 +100,13 @@ impl Docker {
                         describe(&e)
                     ));
                 }
+                Err(_) if crate::interrupt::requested().is_some() => {
+                    return Err(anyhow!(
+                        "stopped waiting for dockerd on {}: interrupted by {}",
+                        socket.display(),
+                        crate::interrupt::requested().unwrap_or("a signal")
+                    ));
+                }
                 // cloud-init can run nodeprep while dockerd is still starting.
                 Err(_) => std::thread::sleep(Duration::from_millis(250)),
             }
@@ -211,6 +218,9 @@ impl Docker {
             };
             let mut stream = self.client.create_image(Some(opts), None, None);
             while let Some(item) = stream.next().await {
+                if let Some(sig) = crate::interrupt::requested() {
+                    return Err(anyhow!("pull of {image} stopped: interrupted by {sig}"));
+                }
                 let info = item.map_err(|e| self.err(e, &format!("cannot pull image {image}")))?;
                 if let Some(detail) = info.error_detail.and_then(|d| d.message) {
                     return Err(anyhow!(

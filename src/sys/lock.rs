@@ -93,20 +93,28 @@ pub fn acquire_dir(dir: &Path) -> Result<Lock> {
     })
 }
 
-fn lock(file: File, path: &Path) -> Result<Flock<File>> {
-    match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
-        Ok(held) => Ok(held),
-        Err((file, Errno::EWOULDBLOCK)) => {
-            let holder = holder(&file)
-                .map(|pid| format!("pid {pid}"))
-                .unwrap_or_else(|| "another process".to_string());
-            bail!(
-                "another nodeprep apply or remove is running ({holder} holds the lock on {}): wait for it to finish",
-                path.display()
-            );
+fn lock(mut file: File, path: &Path) -> Result<Flock<File>> {
+    // A holder that is gone from the kernel's table by the time it is read
+    // has just let go: try again rather than name no one.
+    for _ in 0..5 {
+        match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
+            Ok(held) => return Ok(held),
+            Err((f, Errno::EWOULDBLOCK)) => match holder(&f) {
+                Some(pid) => bail!(
+                    "another nodeprep apply or remove is running (pid {pid} holds the lock on {}): wait for it to finish",
+                    path.display()
+                ),
+                None => file = f,
+            },
+            Err((_, e)) => {
+                return Err(e).with_context(|| format!("cannot lock {}", path.display()))
+            }
         }
-        Err((_, e)) => Err(e).with_context(|| format!("cannot lock {}", path.display())),
     }
+    bail!(
+        "another nodeprep apply or remove is running (another process holds the lock on {}): wait for it to finish",
+        path.display()
+    )
 }
 
 /// The pid holding a flock on `file`, from the kernel's `/proc/locks`.
@@ -137,6 +145,7 @@ fn holder_in(table: &str, dev: u64, ino: u64) -> Option<u32> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::os::unix::fs::FileTypeExt;
 
     #[test]
     fn holder_is_read_from_the_kernel_table() {
@@ -163,6 +172,22 @@ mod tests {
         let _d = acquire_dir(dir.path()).unwrap();
         let e = acquire_dir(dir.path()).err().unwrap();
         assert!(format!("{e:#}").contains("pid "), "{e:#}");
+
+        // A FIFO or a directory at the lock path: an error at once, never
+        // a hang, and left as it is.
+        let fifo = dir.path().join("fifo");
+        nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o644)).unwrap();
+        let e = acquire(&fifo).err().unwrap();
+        assert!(format!("{e:#}").contains("not a regular file"), "{e:#}");
+        assert!(std::fs::symlink_metadata(&fifo)
+            .unwrap()
+            .file_type()
+            .is_fifo());
+        let e = acquire(dir.path()).err().unwrap();
+        assert!(
+            format!("{e:#}").contains(&*dir.path().to_string_lossy()),
+            "{e:#}"
+        );
 
         let link = dir.path().join("link");
         std::os::unix::fs::symlink(dir.path().join("target"), &link).unwrap();

@@ -6,4 +6,5 @@ pub mod files;
 pub mod lock;
 pub mod netlink;
 pub mod resolved;
+pub mod rooted;
 pub mod systemd;
