@@ -17,6 +17,12 @@ ANSWER = "192.0.2.99"
 def main():
     addr, port = sys.argv[1], int(sys.argv[2])
     s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    # On a host without systemd-resolved, Debian's dnsmasq starts at boot
+    # with its packaged configuration, bound to the wildcard 0.0.0.0:53 with
+    # SO_REUSEADDR; the kernel lets this socket bind the more specific
+    # 192.0.2.53:53 beside it only if it sets the option too (the site's
+    # server is another machine on a real network; here it shares the VM).
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     s.bind((addr, port))
     print(f"upstream-dns: answering {NAME} on {addr}:{port}", flush=True)
     while True:
