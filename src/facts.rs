@@ -31,8 +31,11 @@ pub struct Facts {
     pub resolv_conf: String,
     /// Whether the running kernel has the dummy link type, built in or as a module.
     pub kernel_dummy_support: bool,
+    /// The Engine API socket nodeprep uses (the configured one, or the one
+    /// `auto` found), or the configured candidates when none answers.
     pub docker_socket: String,
-    /// The engine's version, or why it could not be read.
+    /// Docker or Podman, its version, socket and how it was chosen, or why
+    /// no engine answers.
     pub docker_engine: String,
 }
 
@@ -71,9 +74,12 @@ pub fn gather(host: &Host, source: &Source) -> Facts {
         },
         resolv_conf: describe_resolv_conf(cfg.dns.resolv_conf.as_path()),
         kernel_dummy_support: kernel_has_dummy(),
-        docker_socket: cfg.docker.socket.as_path().display().to_string(),
-        docker_engine: match host.facts.docker().and_then(|d| d.engine_version()) {
-            Ok(v) => v,
+        docker_socket: match host.facts.docker() {
+            Ok(d) => d.socket().display().to_string(),
+            Err(_) => String::from(cfg.docker.socket.clone()),
+        },
+        docker_engine: match host.facts.docker() {
+            Ok(d) => d.describe(),
             Err(e) => format!("unreachable: {e:#}"),
         },
     }

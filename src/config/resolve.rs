@@ -110,7 +110,10 @@ pub struct Cluster {
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Docker {
-    pub socket: AbsPath,
+    /// The Engine API socket, or `auto`.
+    pub socket: DockerSocket,
+    /// Docker or Podman, or `auto` (told apart by the engine's answer).
+    pub engine: EngineChoice,
     /// How long `apply` waits for dockerd's socket to answer (cloud-init can
     /// run nodeprep while dockerd is still starting). `check` never waits.
     pub wait_secs: WaitSecs,
@@ -118,6 +121,8 @@ pub struct Docker {
     pub daemon_dns: bool,
     /// dockerd's configuration file, merged (foreign keys kept).
     pub daemon_json: AbsPath,
+    /// Podman's drop-in (`containers.conf.d`), nodeprep's own file.
+    pub podman_conf: AbsPath,
     /// When dockerd may be restarted to read a changed `daemon.json`.
     pub restart: DockerRestart,
 }
@@ -246,16 +251,18 @@ impl Config {
                 ttl_secs: file.report.ttl_secs.map_or(7200, |b| b.0),
             },
             docker: Docker {
-                socket: file
-                    .docker
-                    .socket
-                    .unwrap_or_else(|| abs("/var/run/docker.sock")),
+                socket: file.docker.socket.unwrap_or(DockerSocket::Auto),
+                engine: file.docker.engine.unwrap_or(EngineChoice::Auto),
                 wait_secs: file.docker.wait_secs.unwrap_or(WaitSecs(60)),
                 daemon_dns: file.docker.daemon_dns.unwrap_or(true),
                 daemon_json: file
                     .docker
                     .daemon_json
                     .unwrap_or_else(|| abs("/etc/docker/daemon.json")),
+                podman_conf: file
+                    .docker
+                    .podman_conf
+                    .unwrap_or_else(|| abs("/etc/containers/containers.conf.d/nodeprep.conf")),
                 restart: file.docker.restart.unwrap_or(DockerRestart::WhenIdle),
             },
             registrator: Registrator {

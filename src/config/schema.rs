@@ -109,10 +109,12 @@ pub struct ConsulFile {
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DockerFile {
-    pub socket: Option<AbsPath>,
+    pub socket: Option<DockerSocket>,
+    pub engine: Option<EngineChoice>,
     pub wait_secs: Option<WaitSecs>,
     pub daemon_dns: Option<bool>,
     pub daemon_json: Option<AbsPath>,
+    pub podman_conf: Option<AbsPath>,
     pub restart: Option<DockerRestart>,
 }
 

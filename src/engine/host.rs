@@ -12,12 +12,21 @@ use std::time::Duration;
 
 use anyhow::{anyhow, bail, Result};
 
-use crate::config::{BindAddr, Config};
+use crate::config::{BindAddr, Config, DockerSocket, EngineChoice};
 use crate::engine::action::HostPath;
 use crate::state::{self, Store};
-use crate::sys::docker::Docker;
+use crate::sys::docker::{Candidates, Docker, EngineKind};
 use crate::sys::netlink::Netlink;
 use crate::sys::systemd::Systemd;
+
+/// The container engine and how nodeprep knows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EngineChoiceMade {
+    pub kind: EngineKind,
+    /// "Podman 4.3.1 at /run/podman/podman.sock (auto)", or under --root
+    /// how it was assumed.
+    pub how: String,
+}
 
 pub struct Host {
     pub cfg: Config,
@@ -42,7 +51,8 @@ pub struct Facts {
     pub systemd: Option<Systemd>,
     offline: bool,
     bind_addr: BindAddr,
-    docker_socket: PathBuf,
+    engine: EngineChoice,
+    docker_candidates: Candidates,
     /// How long to wait for dockerd: `apply` waits, `check` does not.
     docker_wait: Duration,
     netlink: OnceCell<Result<Netlink, String>>,
@@ -60,7 +70,14 @@ impl Host {
             systemd: if offline { None } else { Systemd::detect() },
             offline,
             bind_addr: cfg.consul.bind_addr,
-            docker_socket: cfg.docker.socket.as_path().to_path_buf(),
+            engine: cfg.docker.engine,
+            docker_candidates: Candidates::new(
+                match &cfg.docker.socket {
+                    DockerSocket::Auto => None,
+                    DockerSocket::Path(p) => Some(p.as_path()),
+                },
+                engine_kind(cfg.docker.engine),
+            ),
             docker_wait,
             netlink: OnceCell::new(),
             resolved: OnceCell::new(),
@@ -157,14 +174,54 @@ impl Facts {
     }
 
     /// One connection attempt per run, shared by every container resource
-    /// and probe: a dead dockerd is reported for each without waiting twice.
+    /// and probe: a dead engine is reported for each without waiting twice.
     pub fn docker(&self) -> Result<&Docker> {
         self.docker
             .get_or_init(|| {
-                Docker::connect(&self.docker_socket, self.docker_wait).map_err(|e| format!("{e:#}"))
+                Docker::connect(&self.docker_candidates, self.docker_wait)
+                    .map_err(|e| format!("{e:#}"))
             })
             .as_ref()
             .map_err(|e| anyhow!("{e}"))
+    }
+
+    /// Docker or Podman: the engine that answers (live), or the configured
+    /// one when `docker.engine` names it and none answers (and under
+    /// --root, where `auto` means Docker).
+    pub fn engine(&self) -> Result<EngineChoiceMade> {
+        let configured = engine_kind(self.engine);
+        if !self.offline {
+            match (self.docker(), configured) {
+                (Ok(docker), _) => {
+                    return Ok(EngineChoiceMade {
+                        kind: docker.engine().kind,
+                        how: docker.describe(),
+                    })
+                }
+                (Err(e), None) => return Err(e),
+                (Err(_), Some(_)) => {}
+            }
+        }
+        Ok(match configured {
+            Some(kind) => EngineChoiceMade {
+                kind,
+                how: format!("{} (configured)", kind.name()),
+            },
+            None => EngineChoiceMade {
+                kind: EngineKind::Docker,
+                how:
+                    "Docker assumed under --root: set docker.engine = \"podman\" for a Podman host"
+                        .into(),
+            },
+        })
+    }
+}
+
+fn engine_kind(choice: EngineChoice) -> Option<EngineKind> {
+    match choice {
+        EngineChoice::Auto => None,
+        EngineChoice::Docker => Some(EngineKind::Docker),
+        EngineChoice::Podman => Some(EngineKind::Podman),
     }
 }
 
