@@ -6,6 +6,7 @@ use serde::Serialize;
 
 use crate::config::{Config, Source};
 use crate::engine::Host;
+use crate::sys::nm;
 use crate::sys::systemd::Systemd;
 
 #[derive(Debug, Serialize)]
@@ -31,6 +32,11 @@ pub struct Facts {
     pub resolv_conf: String,
     /// Whether the running kernel has the dummy link type, built in or as a module.
     pub kernel_dummy_support: bool,
+    /// The network backend nodeprep uses here, and why.
+    pub network_backend: String,
+    pub networkmanager_active: Option<bool>,
+    /// NetworkManager's version, when it runs.
+    pub networkmanager_version: Option<String>,
     /// The Engine API socket nodeprep uses (the configured one, or the one
     /// `auto` found), or the configured candidates when none answers.
     pub docker_socket: String,
@@ -74,6 +80,15 @@ pub fn gather(host: &Host, source: &Source) -> Facts {
         },
         resolv_conf: describe_resolv_conf(cfg.dns.resolv_conf.as_path()),
         kernel_dummy_support: kernel_has_dummy(),
+        network_backend: match host.facts.network_backend() {
+            Ok(b) => format!("{} ({})", b.backend.name(), b.how),
+            Err(e) => format!("unknown: {e:#}"),
+        },
+        networkmanager_active: active("NetworkManager.service"),
+        networkmanager_version: match host.facts.nm() {
+            Ok(nm::Daemon::Running(v)) => Some(v.to_string()),
+            _ => None,
+        },
         docker_socket: match host.facts.docker() {
             Ok(d) => d.socket().display().to_string(),
             Err(_) => String::from(cfg.docker.socket.clone()),

@@ -16,7 +16,9 @@ use super::types::*;
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Config {
     pub link: Link,
+    pub network: Network,
     pub networkd: Networkd,
+    pub networkmanager: NetworkManager,
     pub dnsmasq: Dnsmasq,
     pub consul: Consul,
     pub environment: Environment,
@@ -57,9 +59,26 @@ pub struct Link {
     pub address: LinkAddress,
 }
 
+/// Which service recreates the link at boot.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Network {
+    pub backend: NetworkBackend,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Networkd {
     pub dir: AbsPath,
+}
+
+/// Where NetworkManager keeps its connection profiles and its
+/// configuration snippets.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct NetworkManager {
+    /// The keyfile `<link>.nmconnection` of the `networkmanager` backend.
+    pub connections_dir: AbsPath,
+    /// The snippet that keeps NetworkManager off the link under the
+    /// `networkd` backend.
+    pub conf_dir: AbsPath,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -276,6 +295,19 @@ impl Config {
                     .unwrap_or_else(|| ContainerName("registrator".into())),
                 replace_unmanaged: file.registrator.replace_unmanaged.unwrap_or(false),
                 args: file.registrator.args.unwrap_or_default(),
+            },
+            network: Network {
+                backend: file.network.backend.unwrap_or(NetworkBackend::Auto),
+            },
+            networkmanager: NetworkManager {
+                connections_dir: file
+                    .networkmanager
+                    .connections_dir
+                    .unwrap_or_else(|| abs("/etc/NetworkManager/system-connections")),
+                conf_dir: file
+                    .networkmanager
+                    .conf_dir
+                    .unwrap_or_else(|| abs("/etc/NetworkManager/conf.d")),
             },
             networkd: Networkd {
                 dir: file

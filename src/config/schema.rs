@@ -19,7 +19,11 @@ pub struct File {
     #[serde(default)]
     pub link: LinkFile,
     #[serde(default)]
+    pub network: NetworkFile,
+    #[serde(default)]
     pub networkd: NetworkdFile,
+    #[serde(default)]
+    pub networkmanager: NetworkManagerFile,
     #[serde(default)]
     pub dnsmasq: DnsmasqFile,
     #[serde(default)]
@@ -70,6 +74,19 @@ pub struct LinkFile {
 #[serde(deny_unknown_fields)]
 pub struct NetworkdFile {
     pub dir: Option<AbsPath>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NetworkFile {
+    pub backend: Option<NetworkBackend>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NetworkManagerFile {
+    pub connections_dir: Option<AbsPath>,
+    pub conf_dir: Option<AbsPath>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -5,5 +5,6 @@ pub mod docker;
 pub mod files;
 pub mod lock;
 pub mod netlink;
+pub mod nm;
 pub mod resolved;
 pub mod systemd;
