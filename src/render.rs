@@ -195,6 +195,19 @@ pub fn nm_unmanaged(cfg: &Config) -> String {
     )
 }
 
+/// Podman's `containers.conf` drop-in: the link address as the default DNS
+/// server of every container created from now on.
+pub fn podman_dropin(cfg: &Config) -> String {
+    format!(
+        "# Managed by nodeprep; `nodeprep apply` rewrites this file.\n\
+         # The default DNS server of every container Podman creates from now on\n\
+         # (containers that exist keep theirs).\n\
+         [containers]\n\
+         dns_servers = [\"{ip}\"]\n",
+        ip = cfg.link.address.ip()
+    )
+}
+
 /// The dnsmasq drop-in. `resolv_file` is the upstream list already decided by
 /// the caller (it depends on the host, see `resources::dnsmasq`).
 pub fn dnsmasq(cfg: &Config, resolv_file: Option<&Path>) -> String {
@@ -404,7 +417,7 @@ mod tests {
     }
 
     #[test]
-    fn nm_unmanaged_golden() {
+    fn nm_unmanaged_and_podman_dropin_golden() {
         assert_eq!(
             nm_unmanaged(&Config::default()),
             "# Managed by nodeprep; `nodeprep apply` rewrites this file.\n\
@@ -412,6 +425,14 @@ mod tests {
              # leaves it alone. \"+=\" adds it to the list other snippets set.\n\
              [keyfile]\n\
              unmanaged-devices+=interface-name:dummy0\n"
+        );
+        assert_eq!(
+            podman_dropin(&Config::default()),
+            "# Managed by nodeprep; `nodeprep apply` rewrites this file.\n\
+             # The default DNS server of every container Podman creates from now on\n\
+             # (containers that exist keep theirs).\n\
+             [containers]\n\
+             dns_servers = [\"169.254.1.1\"]\n"
         );
     }
 

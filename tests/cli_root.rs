@@ -38,6 +38,7 @@ fn first_apply_changes_everything_second_changes_nothing() {
             ("consul-config", "changed"),
             ("environment", "changed"),
             ("docker-dns", "changed"),
+            ("podman-boot", "skipped"),
             ("consul", "skipped"),
             ("registrator", "skipped"),
         ]
@@ -71,7 +72,7 @@ fn first_apply_changes_everything_second_changes_nothing() {
     assert_eq!(doc["version"], env!("CARGO_PKG_VERSION"));
     assert_eq!(
         doc["summary"],
-        serde_json::json!({"ok": 1, "changed": 5, "drift": 0, "failed": 0, "skipped": 9})
+        serde_json::json!({"ok": 1, "changed": 5, "drift": 0, "failed": 0, "skipped": 10})
     );
     for (_, path) in MANAGED {
         let meta = std::fs::metadata(env.path(path)).unwrap();
@@ -385,13 +386,13 @@ fn human_output_has_one_line_per_resource_and_a_summary() {
     let run = env.run(&["apply"]);
     run.expect_code(0);
     let lines: Vec<&str> = run.stdout.lines().collect();
-    // 9 resources, 6 probes (skipped offline), the summary.
-    assert_eq!(lines.len(), 16, "{}", run.stdout);
+    // 10 resources, 6 probes (skipped offline), the summary.
+    assert_eq!(lines.len(), 17, "{}", run.stdout);
     assert!(lines[0].starts_with("skipped  link "), "{}", lines[0]);
     assert!(lines[1].starts_with("changed  network "), "{}", lines[1]);
     assert_eq!(
-        lines[15],
-        "apply: 1 ok, 5 changed, 0 drift, 0 failed, 9 skipped"
+        lines[16],
+        "apply: 1 ok, 5 changed, 0 drift, 0 failed, 10 skipped"
     );
     let quiet = env.run(&["-q", "apply"]);
     quiet.expect_code(0);
@@ -498,8 +499,8 @@ assert seen["duration"] >= 0
         String::from_utf8_lossy(&out.stdout).trim(),
         "consul=skipped consul-config=ok consul-dns=skipped consul-exposure=skipped consul-http=skipped \
          dnsmasq=drift docker-dns=ok environment=ok host-dns=skipped link=skipped network=ok \
-         registrator=skipped resolver=ok summary_changed=0 summary_drift=1 \
-         summary_failed=0 summary_ok=5 summary_skipped=9 upstream-dns=skipped"
+         podman-boot=skipped registrator=skipped resolver=ok summary_changed=0 summary_drift=1 \
+         summary_failed=0 summary_ok=5 summary_skipped=10 upstream-dns=skipped"
     );
 }
 
@@ -848,5 +849,45 @@ fn networkd_beside_an_installed_networkmanager_writes_the_unmanaged_snippet() {
     env.converge(&["--only", "network"]).expect_code(0);
     assert!(!env.path(KEYFILE).exists() && env.path(SNIPPET).exists());
     env.remove(&["--only", "network"]).expect_code(0);
+    assert_eq!(common::tree(&env.root()), before);
+}
+
+#[test]
+fn podman_engine_gets_a_containers_conf_drop_in_instead_of_daemon_json() {
+    let env = TestEnv::new();
+    env.write_config("[docker]\nengine = \"podman\"\n[consul]\nbind_addr = \"192.0.2.10\"\n");
+    let before = common::tree(&env.root());
+    let run = env.converge(&["--only", "docker-dns"]);
+    run.expect_code(0);
+    let dropin = env.path("/etc/containers/containers.conf.d/nodeprep.conf");
+    assert_eq!(
+        std::fs::read_to_string(&dropin).unwrap(),
+        "# Managed by nodeprep; `nodeprep apply` rewrites this file.\n\
+         # The default DNS server of every container Podman creates from now on\n\
+         # (containers that exist keep theirs).\n\
+         [containers]\n\
+         dns_servers = [\"169.254.1.1\"]\n"
+    );
+    assert!(!env.path("/etc/docker/daemon.json").exists());
+    let check = env.run(&["--format", "json", "check", "--only", "docker-dns"]);
+    check.expect_code(0);
+    assert!(
+        detail_of(&check, "docker-dns").contains("; engine: Podman (configured)"),
+        "{}",
+        check.stdout
+    );
+    // A site file read after nodeprep's that sets dns_servers is drift.
+    let later = env.path("/etc/containers/containers.conf.d/zz-site.conf");
+    std::fs::write(&later, "[containers]\ndns_servers = [\"10.0.0.2\"]\n").unwrap();
+    let check = env.run(&["--format", "json", "check", "--only", "docker-dns"]);
+    check.expect_code(2);
+    assert!(
+        detail_of(&check, "docker-dns").contains("zz-site.conf"),
+        "{}",
+        check.stdout
+    );
+    std::fs::remove_file(&later).unwrap();
+    env.run(&["check", "--only", "docker-dns"]).expect_code(0);
+    env.remove(&["--only", "docker-dns"]).expect_code(0);
     assert_eq!(common::tree(&env.root()), before);
 }

@@ -155,6 +155,8 @@ pub enum UnitOp {
     Restart(&'static str),
     /// Make a running systemd-networkd re-read its files.
     ReloadNetworkd,
+    /// Restart a unit only if it is running (`systemctl try-restart`).
+    TryRestart(&'static str),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -270,6 +272,7 @@ impl fmt::Display for UnitOp {
             UnitOp::Disable(u) => write!(f, "disable {u}"),
             UnitOp::Restart(u) => write!(f, "restart {u}"),
             UnitOp::ReloadNetworkd => write!(f, "reload systemd-networkd"),
+            UnitOp::TryRestart(u) => write!(f, "restart {u} if it runs"),
         }
     }
 }

@@ -205,6 +205,7 @@ fn unit(host: &Host, store: &mut Store, op: &UnitOp) -> Result<()> {
         }
         UnitOp::Restart(unit) => systemd.restart(unit),
         UnitOp::ReloadNetworkd => systemd.reload_networkd(),
+        UnitOp::TryRestart(unit) => systemd.try_restart(unit),
     }
 }
 

@@ -16,9 +16,10 @@ pub mod environment;
 pub mod files;
 pub mod link;
 pub mod network;
+pub mod podman_boot;
 pub mod resolver;
 
-pub static TABLE: [Entry; 9] = [
+pub static TABLE: [Entry; 10] = [
     Entry::of::<link::Link>(),
     Entry::of::<network::Network>(),
     Entry::of::<dnsmasq::Dnsmasq>(),
@@ -27,6 +28,7 @@ pub static TABLE: [Entry; 9] = [
     Entry::of::<environment::Environment>(),
     // Before the containers: a dockerd restart it may need comes first.
     Entry::of::<docker_dns::DockerDns>(),
+    Entry::of::<podman_boot::PodmanBoot>(),
     Entry::of::<containers::Consul>(),
     Entry::of::<containers::Registrator>(),
 ];
