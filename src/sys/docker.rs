@@ -235,28 +235,77 @@ impl Docker {
     }
 
     /// The container called `name`, or `None`.
+    ///
+    /// Read as plain JSON, not through bollard's typed model: Podman
+    /// reports states Docker does not have (`"stopped"` for a container
+    /// that exited under a restart policy), which that model refuses
+    /// ("unknown variant `stopped`").
     pub fn inspect(&self, name: &str) -> Result<Option<ContainerState>> {
-        let info = match self.rt.block_on(self.client.inspect_container(name, None)) {
-            Ok(info) => info,
-            Err(e) if status(&e) == Some(404) => return Ok(None),
-            Err(e) => return Err(self.err(e, &format!("cannot inspect container {name}"))),
-        };
-        let labels = info
-            .config
-            .as_ref()
-            .and_then(|c| c.labels.clone())
-            .unwrap_or_default();
-        let state = info.state.unwrap_or_default();
-        Ok(Some(ContainerState {
-            managed: labels.get(LABEL_MANAGED).is_some_and(|v| v == "true"),
-            hash: labels.get(LABEL_HASH).cloned(),
-            image: info.config.and_then(|c| c.image).unwrap_or_default(),
-            running: state.running.unwrap_or(false),
-            restarting: state.restarting.unwrap_or(false),
-            started_at: state.started_at.unwrap_or_default(),
-            restart_count: info.restart_count.unwrap_or(0),
-            exit_code: state.exit_code.unwrap_or(0),
-        }))
+        let what = || format!("cannot inspect container {name}");
+        let (status, body) = self.get(&format!("/containers/{name}/json")).map_err(|e| {
+            anyhow!(
+                "{} ({} at {}): {e}",
+                what(),
+                self.engine.kind.name(),
+                self.socket.display()
+            )
+        })?;
+        if status == 404 {
+            return Ok(None);
+        }
+        let doc: serde_json::Value = serde_json::from_slice(&body).map_err(|e| {
+            anyhow!(
+                "{}: the engine's answer is not JSON ({e}): {}",
+                what(),
+                String::from_utf8_lossy(&body)
+            )
+        })?;
+        if status != 200 {
+            let message = doc["message"].as_str().unwrap_or("no message");
+            return Err(anyhow!(
+                "{} ({} at {}): {message} (HTTP {status})",
+                what(),
+                self.engine.kind.name(),
+                self.socket.display()
+            ));
+        }
+        Ok(Some(container_state(&doc)))
+    }
+
+    /// `GET path` on the engine's socket as HTTP/1.0: the engine answers
+    /// with the whole body, unchunked, and closes. Returns the status and
+    /// the body.
+    fn get(&self, path: &str) -> std::io::Result<(u16, Vec<u8>)> {
+        let mut stream = std::os::unix::net::UnixStream::connect(&self.socket)?;
+        stream.set_read_timeout(Some(Duration::from_secs(30)))?;
+        stream.set_write_timeout(Some(Duration::from_secs(30)))?;
+        write!(
+            stream,
+            "GET {path} HTTP/1.0\r\nHost: docker\r\nUser-Agent: nodeprep\r\n\r\n"
+        )?;
+        let mut answer = Vec::new();
+        stream.read_to_end(&mut answer)?;
+        let split = answer
+            .windows(4)
+            .position(|w| w == b"\r\n\r\n")
+            .ok_or_else(|| {
+                std::io::Error::new(
+                    std::io::ErrorKind::InvalidData,
+                    "no HTTP header in the answer",
+                )
+            })?;
+        let head = String::from_utf8_lossy(&answer[..split]);
+        let status = head
+            .split_whitespace()
+            .nth(1)
+            .and_then(|c| c.parse().ok())
+            .ok_or_else(|| {
+                std::io::Error::new(
+                    std::io::ErrorKind::InvalidData,
+                    format!("bad HTTP status line: {head:?}"),
+                )
+            })?;
+        Ok((status, answer[split + 4..].to_vec()))
     }
 
     /// Names of the running containers nodeprep did not create (no
@@ -414,6 +463,26 @@ impl Docker {
             self.socket.display(),
             describe(&e)
         )
+    }
+}
+
+/// What nodeprep reads from an inspected container (either engine's JSON).
+fn container_state(doc: &serde_json::Value) -> ContainerState {
+    let labels = &doc["Config"]["Labels"];
+    let label = |k: &str| labels[k].as_str().map(String::from);
+    let state = &doc["State"];
+    ContainerState {
+        managed: label(LABEL_MANAGED).is_some_and(|v| v == "true"),
+        hash: label(LABEL_HASH),
+        image: doc["Config"]["Image"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string(),
+        running: state["Running"].as_bool().unwrap_or(false),
+        restarting: state["Restarting"].as_bool().unwrap_or(false),
+        started_at: state["StartedAt"].as_str().unwrap_or_default().to_string(),
+        restart_count: doc["RestartCount"].as_i64().unwrap_or(0),
+        exit_code: state["ExitCode"].as_i64().unwrap_or(0),
     }
 }
 
@@ -631,6 +700,25 @@ mod tests {
         assert_eq!((e.kind, e.version.as_str()), (EngineKind::Podman, "4.3.1"));
         assert!(parse_ping("HTTP/1.1 404 Not Found\r\n\r\n").is_err());
         assert!(parse_ping("").is_err());
+    }
+
+    #[test]
+    fn inspect_reads_podman_states_docker_has_not() {
+        // Podman 4.3's answer for a container that exited under restart
+        // policy `always` (abridged).
+        let doc = serde_json::json!({
+            "State": {"Status": "stopped", "Running": false, "Restarting": false,
+                      "ExitCode": 2, "StartedAt": "2026-11-29T23:46:51.561509805Z"},
+            "RestartCount": 8,
+            "Config": {"Image": "localhost/nodeprep-test/registrator-standin:1",
+                       "Labels": {"nodeprep.managed": "true", "nodeprep.config-hash": "abc"}}
+        });
+        let c = container_state(&doc);
+        assert!(c.managed && !c.running && !c.restarting);
+        assert_eq!((c.exit_code, c.restart_count), (2, 8));
+        assert_eq!(c.hash.as_deref(), Some("abc"));
+        let bare = container_state(&serde_json::json!({"Config": {"Labels": null}}));
+        assert!(!bare.managed && bare.hash.is_none());
     }
 
     #[test]
