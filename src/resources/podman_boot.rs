@@ -109,7 +109,19 @@ impl Resource for PodmanBoot {
             ..Plan::default()
         };
         if let Some(how) = engine {
-            plan.state = format!("{} ({how})", plan.state);
+            plan.state = format!("{}; engine: {how}", plan.state);
+        }
+        if want.ensure == Ensure::Absent {
+            let ours: Vec<&str> = units
+                .iter()
+                .filter(|u| u.by_nodeprep)
+                .map(|u| u.unit)
+                .collect();
+            plan.state = if ours.is_empty() {
+                "no Podman unit enabled by nodeprep".to_string()
+            } else {
+                format!("enabled by nodeprep: {}", ours.join(", "))
+            };
         }
         if !systemd {
             if want.ensure == Ensure::Absent {
@@ -218,5 +230,9 @@ mod tests {
     fn remove_disables_only_what_nodeprep_enabled() {
         let plan = diff(Ensure::Absent, &podman([true, true], [true, false])).unwrap();
         assert_eq!(names(&plan), ["disable podman-restart.service"]);
+        assert_eq!(plan.state, "enabled by nodeprep: podman-restart.service");
+        let plan = diff(Ensure::Absent, &podman([true, true], [false, false])).unwrap();
+        assert!(plan.is_empty());
+        assert_eq!(plan.state, "no Podman unit enabled by nodeprep");
     }
 }
