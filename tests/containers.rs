@@ -73,6 +73,13 @@ fn a_crash_looping_registrator_is_reported_by_its_probe() {
 }
 
 #[test]
+fn a_missing_image_is_pulled_with_progress_and_runs() {
+    if docker::docker_or_skip() {
+        scenarios::a_missing_image_is_pulled_with_progress_and_runs();
+    }
+}
+
+#[test]
 fn remove_deletes_only_labelled_containers_and_keeps_the_data_dir() {
     if docker::docker_or_skip() {
         scenarios::remove_deletes_only_labelled_containers_and_keeps_the_data_dir();

@@ -8,11 +8,12 @@
 #   docker.io                              a real dockerd for the container tests
 #   podman, curl                           rootful Podman's Docker-compatible API (tests/podman.rs)
 #   network-manager, dbus                  a real NetworkManager in a namespace (tests/networkmanager.rs)
+#   docker-registry                        a local registry to pull from (tests/registry/)
 #   systemd, cloud-init, vagrant           systemd-analyze verify, cloud-init schema, vagrant validate
 #   prometheus-client (PyPI)               the reference parser for --format prometheus
 set -euo pipefail
 
-packages=(systemd cloud-init vagrant qemu-system-x86 busybox-static cpio mmdebstrap e2fsprogs dnsmasq-base bind9-dnsutils iproute2 util-linux docker.io podman curl network-manager dbus)
+packages=(systemd cloud-init vagrant qemu-system-x86 busybox-static cpio mmdebstrap e2fsprogs dnsmasq-base bind9-dnsutils iproute2 util-linux docker.io podman curl network-manager dbus docker-registry)
 
 missing=()
 for p in "${packages[@]}"; do

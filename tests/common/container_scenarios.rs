@@ -652,3 +652,76 @@ pub fn remove_deletes_only_labelled_containers_and_keeps_the_data_dir() {
         removed.stdout
     );
 }
+
+/// The consul stand-in in the local registry (tests/registry/).
+pub const REGISTRY_IMAGE: &str = "127.0.0.1:5998/nodeprep-test/consul-standin:1";
+
+/// Starts the local registry (and lets Podman use it over HTTP); false,
+/// after saying why, when it cannot be had.
+pub fn registry_or_skip() -> bool {
+    let script =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/registry/ensure-registry.sh");
+    let mut cmd = Command::new("bash");
+    cmd.arg(script);
+    if docker::engine() == docker::Engine::Podman {
+        cmd.arg("podman");
+    }
+    let out = cmd.output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    eprint!("{stderr}");
+    match out.status.code() {
+        Some(0) => true,
+        Some(77) => {
+            common::prerequisite_missing(stderr.trim());
+            false
+        }
+        _ => panic!("ensure-registry.sh failed ({}):\n{stderr}", out.status),
+    }
+}
+
+/// Removes an image from the engine when dropped.
+struct Image(&'static str);
+
+impl Drop for Image {
+    fn drop(&mut self) {
+        let _ = docker::docker_run(&["rmi", "-f", self.0]);
+    }
+}
+
+pub fn a_missing_image_is_pulled_with_progress_and_runs() {
+    if !registry_or_skip() {
+        return;
+    }
+    let h = Host::new("pull");
+    let image = Image(REGISTRY_IMAGE);
+    let _ = docker::docker_run(&["rmi", "-f", image.0]);
+    h.configure_with(image.0, "", "");
+    // check never pulls: it reports the pull as needed.
+    let check = h.check();
+    check.expect_code(2);
+    assert!(docker::inspect_image(image.0).is_none());
+    let apply = h.apply();
+    eprintln!(
+        "pull on {:?}, nodeprep's stderr:\n{}",
+        docker::engine(),
+        apply.stderr
+    );
+    apply.expect_code(0);
+    let (status, detail) = status_of(&apply, "consul");
+    assert_eq!(status, "changed");
+    assert!(detail.contains(&format!("pull {}", image.0)), "{detail}");
+    assert!(
+        apply
+            .stderr
+            .contains(&format!("nodeprep: pulling {}", image.0))
+            && apply
+                .stderr
+                .contains(&format!("nodeprep: pulled {}", image.0)),
+        "{}",
+        apply.stderr
+    );
+    assert!(docker::inspect_image(image.0).is_some());
+    assert_eq!(docker::wait_outcome(&h.consul, WAIT), Outcome::Ready);
+    assert_eq!(image_of(&h.inspect(&h.consul)), image.0);
+    h.check().expect_code(0);
+}
