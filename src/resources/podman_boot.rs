@@ -4,8 +4,10 @@
 //! `podman-restart.service` (`podman start --all --filter
 //! restart-policy=always`), and registrator's bind mount needs the API
 //! socket that `podman.socket` creates. nodeprep enables both (for the next
-//! boot; recorded, so `remove` disables only what it enabled). On Docker the
-//! resource has nothing to do: dockerd starts such containers itself.
+//! boot; recorded, so `remove` disables only what it enabled). Debian's
+//! podman package enables both itself; other distributions leave
+//! podman-restart.service disabled. On Docker the resource has nothing to do
+//! (ok): dockerd starts such containers itself.
 
 use anyhow::{bail, Result};
 
@@ -92,10 +94,14 @@ impl Resource for PodmanBoot {
     fn diff(want: &Want, seen: &Seen) -> Result<Plan> {
         let (engine, on_podman_socket, systemd, units) = match seen {
             Seen::Offline => return Ok(Plan::skipped("units not managed under --root")),
+            // Nothing to do: the desired state holds by itself.
             Seen::Docker(how) => {
-                return Ok(Plan::skipped(format!(
-                    "{how}: dockerd starts containers with restart policy always itself"
-                )))
+                return Ok(Plan {
+                    state: format!(
+                        "nothing to enable: dockerd starts containers with restart policy always itself; engine: {how}"
+                    ),
+                    ..Plan::default()
+                })
             }
             Seen::Podman {
                 engine,
@@ -212,7 +218,12 @@ mod tests {
             &Seen::Docker("Docker 20.10.24 at /var/run/docker.sock (auto)".into()),
         )
         .unwrap();
-        assert!(plan.skipped.unwrap().contains("dockerd starts containers"));
+        assert!(plan.is_empty() && plan.skipped.is_none());
+        assert!(
+            plan.state.contains("dockerd starts containers"),
+            "{}",
+            plan.state
+        );
         let e = diff(
             Ensure::Present,
             &Seen::Podman {
