@@ -18,7 +18,9 @@
 //!   service (`podman.service`, started by `podman.socket`, kept running by
 //!   registrator's event stream) reads them when it starts: an active one is
 //!   restarted, which stops no container (`KillMode=process`: containers run
-//!   under conmon). Containers that exist keep the DNS servers they have.
+//!   under conmon); registrator's event stream ends with it, and registrator
+//!   exits and is restarted by its policy. Containers that exist keep the
+//!   DNS servers they have.
 //!
 //! The other engine's file is left as it is (`remove` undoes both).
 
