@@ -165,7 +165,14 @@ impl ValueEnum for Target {
     }
 
     fn to_possible_value(&self) -> Option<clap::builder::PossibleValue> {
-        Some(clap::builder::PossibleValue::new(self.0))
+        let value = resources::ALIASES
+            .iter()
+            .filter(|(_, id)| *id == self.0)
+            .fold(
+                clap::builder::PossibleValue::new(self.0),
+                |v, (alias, _)| v.alias(*alias),
+            );
+        Some(value)
     }
 }
 
@@ -240,6 +247,16 @@ mod tests {
             ["consul-http", "host-dns", "upstream-dns", "consul-exposure"]
         );
         assert!(!ids(&c.selection).contains(&"registrator"));
+    }
+
+    #[test]
+    fn former_ids_still_select_their_resource() {
+        let cli = Cli::try_parse_from(["nodeprep", "check", "--only", "networkd"]).unwrap();
+        let Command::Check(c) = cli.command else {
+            panic!()
+        };
+        let ids: Vec<&str> = c.selection.resources().iter().map(|e| e.id).collect();
+        assert_eq!(ids, ["network"]);
     }
 
     #[test]

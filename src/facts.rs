@@ -6,6 +6,7 @@ use serde::Serialize;
 
 use crate::config::{Config, Source};
 use crate::engine::Host;
+use crate::sys::nm;
 use crate::sys::systemd::Systemd;
 
 #[derive(Debug, Serialize)]
@@ -31,8 +32,16 @@ pub struct Facts {
     pub resolv_conf: String,
     /// Whether the running kernel has the dummy link type, built in or as a module.
     pub kernel_dummy_support: bool,
+    /// The network backend nodeprep uses here, and why.
+    pub network_backend: String,
+    pub networkmanager_active: Option<bool>,
+    /// NetworkManager's version, when it runs.
+    pub networkmanager_version: Option<String>,
+    /// The Engine API socket nodeprep uses (the configured one, or the one
+    /// `auto` found), or the configured candidates when none answers.
     pub docker_socket: String,
-    /// The engine's version, or why it could not be read.
+    /// Docker or Podman, its version, socket and how it was chosen, or why
+    /// no engine answers.
     pub docker_engine: String,
 }
 
@@ -71,9 +80,21 @@ pub fn gather(host: &Host, source: &Source) -> Facts {
         },
         resolv_conf: describe_resolv_conf(cfg.dns.resolv_conf.as_path()),
         kernel_dummy_support: kernel_has_dummy(),
-        docker_socket: cfg.docker.socket.as_path().display().to_string(),
-        docker_engine: match host.facts.docker().and_then(|d| d.engine_version()) {
-            Ok(v) => v,
+        network_backend: match host.facts.network_backend() {
+            Ok(b) => format!("{} ({})", b.backend.name(), b.how),
+            Err(e) => format!("unknown: {e:#}"),
+        },
+        networkmanager_active: active("NetworkManager.service"),
+        networkmanager_version: match host.facts.nm() {
+            Ok(nm::Daemon::Running(v)) => Some(v.to_string()),
+            _ => None,
+        },
+        docker_socket: match host.facts.docker() {
+            Ok(d) => d.socket().display().to_string(),
+            Err(_) => String::from(cfg.docker.socket.clone()),
+        },
+        docker_engine: match host.facts.docker() {
+            Ok(d) => d.describe(),
             Err(e) => format!("unreachable: {e:#}"),
         },
     }

@@ -52,10 +52,18 @@ impl Pull {
                     bar.set_length(total.max(0) as u64);
                     bar.set_position(cur.max(0) as u64);
                 }
+                // A layer is done at "Pull complete" (Docker; "Already
+                // exists" when it was there) or, from Podman, which sends
+                // no "Pull complete", at "Download complete" (on Docker a
+                // layer's latest status is "Extracting" after that).
                 let done = self
                     .layers
                     .values()
-                    .filter(|s| s.starts_with("Pull complete") || s.starts_with("Already exists"))
+                    .filter(|s| {
+                        ["Pull complete", "Already exists", "Download complete"]
+                            .iter()
+                            .any(|d| s.starts_with(d))
+                    })
                     .count();
                 bar.set_message(format!("{done}/{} layers", self.layers.len()));
             }

@@ -103,6 +103,111 @@ pub fn link_dns_server(cfg: &Config) -> String {
     }
 }
 
+/// NetworkManager's keyfile for the link: `<link>.nmconnection`.
+pub fn nm_keyfile_name(link: &str) -> String {
+    format!("{link}.nmconnection")
+}
+
+/// The `conf.d` snippet of the networkd backend. `99-` sorts it after the
+/// numbered snippets distributions ship, and `+=` adds to their list.
+pub fn nm_unmanaged_name(link: &str) -> String {
+    format!("99-nodeprep-{link}.conf")
+}
+
+/// The profile's UUID: the same on every host and every run for a link
+/// name (a name-based UUID, version 5 layout, from SHA-256), so nmcli is
+/// always pointed at nodeprep's own profile, whatever else is called
+/// `dummy0`.
+pub fn nm_uuid(link: &str) -> String {
+    use sha2::{Digest, Sha256};
+    let d = Sha256::digest(format!("nodeprep networkmanager profile {link}").as_bytes());
+    let mut b = [0u8; 16];
+    b.copy_from_slice(&d[..16]);
+    b[6] = (b[6] & 0x0f) | 0x50;
+    b[8] = (b[8] & 0x3f) | 0x80;
+    let hex: String = b.iter().map(|x| format!("{x:02x}")).collect();
+    format!(
+        "{}-{}-{}-{}-{}",
+        &hex[..8],
+        &hex[8..12],
+        &hex[12..16],
+        &hex[16..20],
+        &hex[20..]
+    )
+}
+
+/// The link's DNS server as NetworkManager writes it: the address, or with
+/// `dns.backend = "resolved"` a `dns+udp://ADDRESS:PORT` URI (NetworkManager
+/// 1.52 parses it; 1.58.1 is the first to pass the port on to
+/// systemd-resolved).
+pub fn nm_dns_server(cfg: &Config) -> String {
+    match cfg.dns.backend {
+        DnsBackend::Dnsmasq => cfg.link.address.ip().to_string(),
+        DnsBackend::Resolved => format!("dns+udp://{}", link_dns_server(cfg)),
+    }
+}
+
+/// The connection profile of the networkmanager backend: the same link,
+/// address and DNS routing as the networkd pair.
+pub fn nm_keyfile(cfg: &Config) -> String {
+    let link = &cfg.link.name.0;
+    format!(
+        "# Managed by nodeprep; `nodeprep apply` rewrites this file.\n\
+         # NetworkManager creates the {link} link from this profile at every boot.\n\
+         [connection]\n\
+         id={link}\n\
+         uuid={uuid}\n\
+         type=dummy\n\
+         interface-name={link}\n\
+         autoconnect=true\n\
+         \n\
+         [ipv4]\n\
+         method=manual\n\
+         address1={address}\n\
+         # Host processes that ask systemd-resolved: the {domain} domain, and only it,\n\
+         # goes to this server. No gateway and never-default: never resolved's default\n\
+         # route. Where NetworkManager writes /etc/resolv.conf itself, priority 200\n\
+         # lists this server after the uplink's (100).\n\
+         dns={dns};\n\
+         dns-search=~{domain};\n\
+         dns-priority=200\n\
+         never-default=true\n\
+         \n\
+         [ipv6]\n\
+         method=disabled\n",
+        uuid = nm_uuid(link),
+        address = cfg.link.address,
+        dns = nm_dns_server(cfg),
+        domain = cfg.consul.domain.0,
+    )
+}
+
+/// The networkd backend's NetworkManager snippet: NetworkManager leaves the
+/// link to systemd-networkd.
+pub fn nm_unmanaged(cfg: &Config) -> String {
+    format!(
+        "# Managed by nodeprep; `nodeprep apply` rewrites this file.\n\
+         # systemd-networkd keeps {link} (network.backend = \"networkd\"): NetworkManager\n\
+         # leaves it alone. \"+=\" adds it to the list other snippets set.\n\
+         [keyfile]\n\
+         unmanaged-devices+=interface-name:{link}\n",
+        link = cfg.link.name
+    )
+}
+
+/// Podman's `containers.conf` drop-in: the link address as the default DNS
+/// server of every container created from now on.
+pub fn podman_dropin(cfg: &Config) -> String {
+    format!(
+        "# Managed by nodeprep; `nodeprep apply` rewrites this file.\n\
+         # The default DNS server of every container Podman creates from now on\n\
+         # (containers that exist keep theirs).\n\
+         [containers]\n\
+         dns_servers = [\"{ip}\"]\n",
+        ip = cfg.link.address.ip()
+    )
+}
+
 /// The dnsmasq drop-in. `resolv_file` is the upstream list already decided by
 /// the caller (it depends on the host, see `resources::dnsmasq`).
 pub fn dnsmasq(cfg: &Config, resolv_file: Option<&Path>) -> String {
@@ -262,6 +367,72 @@ mod tests {
              [Link]\n\
              # A dummy link has no carrier to wait for: keep it out of network-online.target.\n\
              RequiredForOnline=no\n"
+        );
+    }
+
+    #[test]
+    fn nm_keyfile_golden() {
+        assert_eq!(
+            nm_keyfile(&Config::default()),
+            "# Managed by nodeprep; `nodeprep apply` rewrites this file.\n\
+             # NetworkManager creates the dummy0 link from this profile at every boot.\n\
+             [connection]\n\
+             id=dummy0\n\
+             uuid=a640c5cb-2c3d-5b75-99b1-91b69a3cf149\n\
+             type=dummy\n\
+             interface-name=dummy0\n\
+             autoconnect=true\n\
+             \n\
+             [ipv4]\n\
+             method=manual\n\
+             address1=169.254.1.1/32\n\
+             # Host processes that ask systemd-resolved: the consul domain, and only it,\n\
+             # goes to this server. No gateway and never-default: never resolved's default\n\
+             # route. Where NetworkManager writes /etc/resolv.conf itself, priority 200\n\
+             # lists this server after the uplink's (100).\n\
+             dns=169.254.1.1;\n\
+             dns-search=~consul;\n\
+             dns-priority=200\n\
+             never-default=true\n\
+             \n\
+             [ipv6]\n\
+             method=disabled\n"
+        );
+        let mut cfg = Config::default();
+        cfg.dns.backend = DnsBackend::Resolved;
+        assert!(nm_keyfile(&cfg).contains("\ndns=dns+udp://169.254.1.1:8600;\n"));
+    }
+
+    #[test]
+    fn nm_uuid_is_stable_and_well_formed() {
+        let u = nm_uuid("dummy0");
+        assert_eq!(u, nm_uuid("dummy0"));
+        assert_ne!(u, nm_uuid("dummy1"));
+        let parts: Vec<&str> = u.split('-').collect();
+        assert_eq!(
+            parts.iter().map(|p| p.len()).collect::<Vec<_>>(),
+            [8, 4, 4, 4, 12]
+        );
+        assert!(parts[2].starts_with('5') && "89ab".contains(&parts[3][..1]));
+    }
+
+    #[test]
+    fn nm_unmanaged_and_podman_dropin_golden() {
+        assert_eq!(
+            nm_unmanaged(&Config::default()),
+            "# Managed by nodeprep; `nodeprep apply` rewrites this file.\n\
+             # systemd-networkd keeps dummy0 (network.backend = \"networkd\"): NetworkManager\n\
+             # leaves it alone. \"+=\" adds it to the list other snippets set.\n\
+             [keyfile]\n\
+             unmanaged-devices+=interface-name:dummy0\n"
+        );
+        assert_eq!(
+            podman_dropin(&Config::default()),
+            "# Managed by nodeprep; `nodeprep apply` rewrites this file.\n\
+             # The default DNS server of every container Podman creates from now on\n\
+             # (containers that exist keep theirs).\n\
+             [containers]\n\
+             dns_servers = [\"169.254.1.1\"]\n"
         );
     }
 

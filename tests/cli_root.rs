@@ -8,8 +8,8 @@ use std::os::unix::fs::PermissionsExt;
 use std::process::Command;
 
 const MANAGED: &[(&str, &str)] = &[
-    ("networkd", "/etc/systemd/network/10-dummy0.netdev"),
-    ("networkd", "/etc/systemd/network/10-dummy0.network"),
+    ("network", "/etc/systemd/network/10-dummy0.netdev"),
+    ("network", "/etc/systemd/network/10-dummy0.network"),
     ("dnsmasq", "/etc/dnsmasq.d/consul.conf"),
     ("consul-config", "/etc/consul.d/interfaces.json"),
     ("consul-config", "/etc/consul.d/agent.json"),
@@ -32,12 +32,13 @@ fn first_apply_changes_everything_second_changes_nothing() {
         first.statuses(),
         [
             ("link", "skipped"),
-            ("networkd", "changed"),
+            ("network", "changed"),
             ("dnsmasq", "changed"),
             ("resolver", "ok"),
             ("consul-config", "changed"),
             ("environment", "changed"),
             ("docker-dns", "changed"),
+            ("podman-boot", "skipped"),
             ("consul", "skipped"),
             ("registrator", "skipped"),
         ]
@@ -71,7 +72,7 @@ fn first_apply_changes_everything_second_changes_nothing() {
     assert_eq!(doc["version"], env!("CARGO_PKG_VERSION"));
     assert_eq!(
         doc["summary"],
-        serde_json::json!({"ok": 1, "changed": 5, "drift": 0, "failed": 0, "skipped": 9})
+        serde_json::json!({"ok": 1, "changed": 5, "drift": 0, "failed": 0, "skipped": 10})
     );
     for (_, path) in MANAGED {
         let meta = std::fs::metadata(env.path(path)).unwrap();
@@ -105,14 +106,14 @@ fn first_apply_changes_everything_second_changes_nothing() {
 fn each_perturbation_is_drift_of_exactly_its_resource() {
     type Perturb = fn(&TestEnv);
     let cases: &[(&str, Perturb)] = &[
-        ("networkd", |e| {
+        ("network", |e| {
             std::fs::write(
                 e.path("/etc/systemd/network/10-dummy0.netdev"),
                 "[NetDev]\nName=dummy0\nKind=bridge\n",
             )
             .unwrap()
         }),
-        ("networkd", |e| {
+        ("network", |e| {
             std::fs::remove_file(e.path("/etc/systemd/network/10-dummy0.network")).unwrap()
         }),
         ("dnsmasq", |e| {
@@ -385,13 +386,13 @@ fn human_output_has_one_line_per_resource_and_a_summary() {
     let run = env.run(&["apply"]);
     run.expect_code(0);
     let lines: Vec<&str> = run.stdout.lines().collect();
-    // 9 resources, 6 probes (skipped offline), the summary.
-    assert_eq!(lines.len(), 16, "{}", run.stdout);
+    // 10 resources, 6 probes (skipped offline), the summary.
+    assert_eq!(lines.len(), 17, "{}", run.stdout);
     assert!(lines[0].starts_with("skipped  link "), "{}", lines[0]);
-    assert!(lines[1].starts_with("changed  networkd "), "{}", lines[1]);
+    assert!(lines[1].starts_with("changed  network "), "{}", lines[1]);
     assert_eq!(
-        lines[15],
-        "apply: 1 ok, 5 changed, 0 drift, 0 failed, 9 skipped"
+        lines[16],
+        "apply: 1 ok, 5 changed, 0 drift, 0 failed, 10 skipped"
     );
     let quiet = env.run(&["-q", "apply"]);
     quiet.expect_code(0);
@@ -497,9 +498,9 @@ assert seen["duration"] >= 0
     assert_eq!(
         String::from_utf8_lossy(&out.stdout).trim(),
         "consul=skipped consul-config=ok consul-dns=skipped consul-exposure=skipped consul-http=skipped \
-         dnsmasq=drift docker-dns=ok environment=ok host-dns=skipped link=skipped networkd=ok \
-         registrator=skipped resolver=ok summary_changed=0 summary_drift=1 summary_failed=0 \
-         summary_ok=5 summary_skipped=9 upstream-dns=skipped"
+         dnsmasq=drift docker-dns=ok environment=ok host-dns=skipped link=skipped network=ok \
+         podman-boot=skipped registrator=skipped resolver=ok summary_changed=0 summary_drift=1 \
+         summary_failed=0 summary_ok=5 summary_skipped=10 upstream-dns=skipped"
     );
 }
 
@@ -740,4 +741,162 @@ fn remove_dry_run_and_selection_change_only_what_they_say() {
     r.expect_code(0);
     assert_eq!(r.json()["summary"]["changed"], 0);
     assert!(common::tree(&fresh.root()).is_empty());
+}
+
+fn detail_of(run: &common::Run, id: &str) -> String {
+    run.json()["resources"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["id"] == id)
+        .unwrap_or_else(|| panic!("no {id} in {}", run.stdout))["detail"]
+        .as_str()
+        .unwrap()
+        .to_string()
+}
+
+const KEYFILE: &str = "/etc/NetworkManager/system-connections/dummy0.nmconnection";
+const SNIPPET: &str = "/etc/NetworkManager/conf.d/99-nodeprep-dummy0.conf";
+
+#[test]
+fn networkmanager_backend_writes_a_root_only_keyfile_and_no_networkd_files() {
+    let env = TestEnv::new();
+    env.write_config(
+        "[network]\nbackend = \"networkmanager\"\n[consul]\nbind_addr = \"192.0.2.10\"\n",
+    );
+    let before = common::tree(&env.root());
+    let first = env.converge(&["--only", "network"]);
+    first.expect_code(0);
+    let detail = detail_of(&first, "network");
+    assert!(
+        detail.contains("NetworkManager not managed under --root"),
+        "{detail}"
+    );
+    let meta = std::fs::metadata(env.path(KEYFILE)).unwrap();
+    assert_eq!(meta.permissions().mode() & 0o7777, 0o600);
+    let text = std::fs::read_to_string(env.path(KEYFILE)).unwrap();
+    for line in [
+        "type=dummy\n",
+        "interface-name=dummy0\n",
+        "method=manual\n",
+        "address1=169.254.1.1/32\n",
+        "dns=169.254.1.1;\n",
+        "dns-search=~consul;\n",
+        "never-default=true\n",
+    ] {
+        assert!(text.contains(line), "{line:?} missing:\n{text}");
+    }
+    assert!(!env.path("/etc/systemd/network/10-dummy0.netdev").exists());
+    env.run(&["check", "--only", "network"]).expect_code(0);
+    // A keyfile someone loosened is drift; apply gives it back its mode.
+    std::fs::set_permissions(env.path(KEYFILE), std::fs::Permissions::from_mode(0o644)).unwrap();
+    env.run(&["check", "--only", "network"]).expect_code(2);
+    env.converge(&["--only", "network"]).expect_code(0);
+    env.remove(&["--only", "network"]).expect_code(0);
+    assert_eq!(common::tree(&env.root()), before);
+}
+
+#[test]
+fn auto_backend_follows_networkmanager_enabled_in_the_tree() {
+    let env = TestEnv::new();
+    let wants = env.path("/etc/systemd/system/multi-user.target.wants");
+    std::fs::create_dir_all(&wants).unwrap();
+    std::os::unix::fs::symlink(
+        "/lib/systemd/system/NetworkManager.service",
+        wants.join("NetworkManager.service"),
+    )
+    .unwrap();
+    env.converge(&["--only", "network"]).expect_code(0);
+    assert!(env.path(KEYFILE).exists());
+    // `--only networkd`, the id's former name, still selects it.
+    let check = env.run(&["--format", "json", "check", "--only", "networkd"]);
+    check.expect_code(0);
+    assert_eq!(
+        check.statuses(),
+        [("network".to_string(), "ok".to_string())]
+    );
+    let detail = detail_of(&check, "network");
+    assert!(
+        detail.contains("networkmanager (auto: NetworkManager.service is enabled in the tree)"),
+        "{detail}"
+    );
+}
+
+#[test]
+fn networkd_beside_an_installed_networkmanager_writes_the_unmanaged_snippet() {
+    let env = TestEnv::new();
+    std::fs::create_dir_all(env.path("/etc/NetworkManager/conf.d")).unwrap();
+    let before = common::tree(&env.root());
+    let run = env.converge(&["--only", "network"]);
+    run.expect_code(0);
+    assert!(
+        detail_of(&run, "network")
+            .starts_with("write /etc/NetworkManager/conf.d/99-nodeprep-dummy0.conf (missing)"),
+        "{}",
+        run.stdout
+    );
+    assert!(std::fs::read_to_string(env.path(SNIPPET))
+        .unwrap()
+        .contains("\nunmanaged-devices+=interface-name:dummy0\n"));
+    let check = env.run(&["--format", "json", "check", "--only", "network"]);
+    check.expect_code(0);
+    assert!(
+        detail_of(&check, "network").contains("NetworkManager leaves the link alone"),
+        "{}",
+        check.stdout
+    );
+    // Switching backends: networkd's files and the snippet go, the keyfile
+    // comes; and back.
+    env.write_config(
+        "[network]\nbackend = \"networkmanager\"\n[consul]\nbind_addr = \"192.0.2.10\"\n",
+    );
+    env.converge(&["--only", "network"]).expect_code(0);
+    assert!(!env.path(SNIPPET).exists());
+    assert!(!env.path("/etc/systemd/network/10-dummy0.network").exists());
+    assert!(env.path(KEYFILE).exists());
+    env.write_config("[consul]\nbind_addr = \"192.0.2.10\"\n");
+    env.converge(&["--only", "network"]).expect_code(0);
+    assert!(!env.path(KEYFILE).exists() && env.path(SNIPPET).exists());
+    env.remove(&["--only", "network"]).expect_code(0);
+    assert_eq!(common::tree(&env.root()), before);
+}
+
+#[test]
+fn podman_engine_gets_a_containers_conf_drop_in_instead_of_daemon_json() {
+    let env = TestEnv::new();
+    env.write_config("[docker]\nengine = \"podman\"\n[consul]\nbind_addr = \"192.0.2.10\"\n");
+    let before = common::tree(&env.root());
+    let run = env.converge(&["--only", "docker-dns"]);
+    run.expect_code(0);
+    let dropin = env.path("/etc/containers/containers.conf.d/nodeprep.conf");
+    assert_eq!(
+        std::fs::read_to_string(&dropin).unwrap(),
+        "# Managed by nodeprep; `nodeprep apply` rewrites this file.\n\
+         # The default DNS server of every container Podman creates from now on\n\
+         # (containers that exist keep theirs).\n\
+         [containers]\n\
+         dns_servers = [\"169.254.1.1\"]\n"
+    );
+    assert!(!env.path("/etc/docker/daemon.json").exists());
+    let check = env.run(&["--format", "json", "check", "--only", "docker-dns"]);
+    check.expect_code(0);
+    assert!(
+        detail_of(&check, "docker-dns").contains("; engine: Podman (configured)"),
+        "{}",
+        check.stdout
+    );
+    // A site file read after nodeprep's that sets dns_servers is drift.
+    let later = env.path("/etc/containers/containers.conf.d/zz-site.conf");
+    std::fs::write(&later, "[containers]\ndns_servers = [\"10.0.0.2\"]\n").unwrap();
+    let check = env.run(&["--format", "json", "check", "--only", "docker-dns"]);
+    check.expect_code(2);
+    assert!(
+        detail_of(&check, "docker-dns").contains("zz-site.conf"),
+        "{}",
+        check.stdout
+    );
+    std::fs::remove_file(&later).unwrap();
+    env.run(&["check", "--only", "docker-dns"]).expect_code(0);
+    env.remove(&["--only", "docker-dns"]).expect_code(0);
+    assert_eq!(common::tree(&env.root()), before);
 }

@@ -16,11 +16,17 @@ export CI=true
 tests/setup.sh
 
 # A real dockerd for the container tests. When none answers, start one for
-# this run and stop it when done.
+# this run and stop it when done. Likewise Podman's API service, which
+# tests/podman.rs starts (tests/podman/ensure-podman.sh) when none answers.
+cleanup=()
 if ! docker -H unix:///var/run/docker.sock version >/dev/null 2>&1; then
     tests/docker/ensure-dockerd.sh
-    trap 'kill "$(cat /var/run/docker.pid 2>/dev/null)" 2>/dev/null || true' EXIT
+    cleanup+=('kill "$(cat /var/run/docker.pid 2>/dev/null)" 2>/dev/null || true')
 fi
+if [ "$(curl -s --max-time 2 --unix-socket /run/podman/podman.sock http://d/_ping 2>/dev/null)" != OK ]; then
+    cleanup+=('kill "$(cat /run/nodeprep-test-podman.pid 2>/dev/null)" 2>/dev/null || true')
+fi
+trap 'for c in "${cleanup[@]}"; do eval "$c"; done' EXIT
 
 cargo fmt --all -- --check
 cargo clippy --all-targets -- -D warnings

@@ -6,13 +6,16 @@
 #   dnsmasq-base, bind9-dnsutils           real dnsmasq answering through nodeprep's file
 #   iproute2, util-linux                   network namespaces (ip netns, unshare)
 #   docker.io                              a real dockerd for the container tests
+#   podman, curl                           rootful Podman's Docker-compatible API (tests/podman.rs)
+#   network-manager, dbus                  a real NetworkManager in a namespace (tests/networkmanager.rs)
+#   docker-registry                        a local registry to pull from (tests/registry/)
 #   systemd, cloud-init, vagrant           systemd-analyze verify, cloud-init schema, vagrant validate
 #   strace                                 the fault suite places signals and errors at exact syscalls
 #   libpam-modules, libpam0g, python3      the real pam_env.so, read through libpam (tests/pam)
 #   prometheus-client (PyPI)               the reference parser for --format prometheus
 set -euo pipefail
 
-packages=(systemd cloud-init vagrant qemu-system-x86 busybox-static cpio mmdebstrap e2fsprogs dnsmasq-base bind9-dnsutils iproute2 util-linux docker.io strace libpam-modules libpam0g python3)
+packages=(systemd cloud-init vagrant qemu-system-x86 busybox-static cpio mmdebstrap e2fsprogs dnsmasq-base bind9-dnsutils iproute2 util-linux docker.io podman curl network-manager dbus docker-registry strace libpam-modules libpam0g python3)
 
 missing=()
 for p in "${packages[@]}"; do

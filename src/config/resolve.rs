@@ -16,7 +16,9 @@ use super::types::*;
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Config {
     pub link: Link,
+    pub network: Network,
     pub networkd: Networkd,
+    pub networkmanager: NetworkManager,
     pub dnsmasq: Dnsmasq,
     pub consul: Consul,
     pub environment: Environment,
@@ -57,9 +59,26 @@ pub struct Link {
     pub address: LinkAddress,
 }
 
+/// Which service recreates the link at boot.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Network {
+    pub backend: NetworkBackend,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Networkd {
     pub dir: AbsPath,
+}
+
+/// Where NetworkManager keeps its connection profiles and its
+/// configuration snippets.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct NetworkManager {
+    /// The keyfile `<link>.nmconnection` of the `networkmanager` backend.
+    pub connections_dir: AbsPath,
+    /// The snippet that keeps NetworkManager off the link under the
+    /// `networkd` backend.
+    pub conf_dir: AbsPath,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -110,7 +129,10 @@ pub struct Cluster {
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Docker {
-    pub socket: AbsPath,
+    /// The Engine API socket, or `auto`.
+    pub socket: DockerSocket,
+    /// Docker or Podman, or `auto` (told apart by the engine's answer).
+    pub engine: EngineChoice,
     /// How long `apply` waits for dockerd's socket to answer (cloud-init can
     /// run nodeprep while dockerd is still starting). `check` never waits.
     pub wait_secs: WaitSecs,
@@ -118,6 +140,8 @@ pub struct Docker {
     pub daemon_dns: bool,
     /// dockerd's configuration file, merged (foreign keys kept).
     pub daemon_json: AbsPath,
+    /// Podman's drop-in (`containers.conf.d`), nodeprep's own file.
+    pub podman_conf: AbsPath,
     /// When dockerd may be restarted to read a changed `daemon.json`.
     pub restart: DockerRestart,
 }
@@ -246,16 +270,18 @@ impl Config {
                 ttl_secs: file.report.ttl_secs.map_or(7200, |b| b.0),
             },
             docker: Docker {
-                socket: file
-                    .docker
-                    .socket
-                    .unwrap_or_else(|| abs("/var/run/docker.sock")),
+                socket: file.docker.socket.unwrap_or(DockerSocket::Auto),
+                engine: file.docker.engine.unwrap_or(EngineChoice::Auto),
                 wait_secs: file.docker.wait_secs.unwrap_or(WaitSecs(60)),
                 daemon_dns: file.docker.daemon_dns.unwrap_or(true),
                 daemon_json: file
                     .docker
                     .daemon_json
                     .unwrap_or_else(|| abs("/etc/docker/daemon.json")),
+                podman_conf: file
+                    .docker
+                    .podman_conf
+                    .unwrap_or_else(|| abs("/etc/containers/containers.conf.d/nodeprep.conf")),
                 restart: file.docker.restart.unwrap_or(DockerRestart::WhenIdle),
             },
             registrator: Registrator {
@@ -269,6 +295,19 @@ impl Config {
                     .unwrap_or_else(|| ContainerName("registrator".into())),
                 replace_unmanaged: file.registrator.replace_unmanaged.unwrap_or(false),
                 args: file.registrator.args.unwrap_or_default(),
+            },
+            network: Network {
+                backend: file.network.backend.unwrap_or(NetworkBackend::Auto),
+            },
+            networkmanager: NetworkManager {
+                connections_dir: file
+                    .networkmanager
+                    .connections_dir
+                    .unwrap_or_else(|| abs("/etc/NetworkManager/system-connections")),
+                conf_dir: file
+                    .networkmanager
+                    .conf_dir
+                    .unwrap_or_else(|| abs("/etc/NetworkManager/conf.d")),
             },
             networkd: Networkd {
                 dir: file

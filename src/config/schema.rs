@@ -19,7 +19,11 @@ pub struct File {
     #[serde(default)]
     pub link: LinkFile,
     #[serde(default)]
+    pub network: NetworkFile,
+    #[serde(default)]
     pub networkd: NetworkdFile,
+    #[serde(default)]
+    pub networkmanager: NetworkManagerFile,
     #[serde(default)]
     pub dnsmasq: DnsmasqFile,
     #[serde(default)]
@@ -74,6 +78,19 @@ pub struct NetworkdFile {
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
+pub struct NetworkFile {
+    pub backend: Option<NetworkBackend>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NetworkManagerFile {
+    pub connections_dir: Option<AbsPath>,
+    pub conf_dir: Option<AbsPath>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct DnsmasqFile {
     pub file: Option<AbsPath>,
     pub listen: Option<Vec<Ipv4Addr>>,
@@ -109,10 +126,12 @@ pub struct ConsulFile {
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DockerFile {
-    pub socket: Option<AbsPath>,
+    pub socket: Option<DockerSocket>,
+    pub engine: Option<EngineChoice>,
     pub wait_secs: Option<WaitSecs>,
     pub daemon_dns: Option<bool>,
     pub daemon_json: Option<AbsPath>,
+    pub podman_conf: Option<AbsPath>,
     pub restart: Option<DockerRestart>,
 }
 

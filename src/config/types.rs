@@ -358,6 +358,58 @@ pub enum DnsBackend {
     Resolved,
 }
 
+/// Which service keeps the dummy link across reboots.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum NetworkBackend {
+    /// NetworkManager when `NetworkManager.service` is active, else
+    /// systemd-networkd.
+    Auto,
+    Networkd,
+    #[serde(rename = "networkmanager")]
+    NetworkManager,
+}
+
+/// Where the Docker Engine API answers: `auto` (the first of
+/// `/var/run/docker.sock` and `/run/podman/podman.sock` that answers), or a
+/// socket path.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(try_from = "String", into = "String")]
+pub enum DockerSocket {
+    Auto,
+    Path(PathBuf),
+}
+impl TryFrom<String> for DockerSocket {
+    type Error = String;
+    fn try_from(s: String) -> Result<Self, String> {
+        if s == "auto" {
+            return Ok(DockerSocket::Auto);
+        }
+        AbsPath::try_from(s)
+            .map(|p| DockerSocket::Path(p.0))
+            .map_err(|e| format!("{e}, or \"auto\""))
+    }
+}
+impl From<DockerSocket> for String {
+    fn from(v: DockerSocket) -> String {
+        match v {
+            DockerSocket::Auto => "auto".into(),
+            DockerSocket::Path(p) => p.to_string_lossy().into_owned(),
+        }
+    }
+}
+
+/// Which engine serves the Docker Engine API: told apart by its answer
+/// (`auto`), or stated (then the answer must agree; `--root` runs use it
+/// to know which engine's DNS setting to write).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum EngineChoice {
+    Auto,
+    Docker,
+    Podman,
+}
+
 /// When nodeprep may restart dockerd so that it reads a changed
 /// `daemon.json` (a restart stops running containers unless live-restore
 /// is on).

@@ -33,6 +33,22 @@ pub enum Action {
     Link(LinkOp),
     Container(ContainerOp),
     Resolver(ResolverOp),
+    Nm(NmOp),
+}
+
+/// NetworkManager's view of nodeprep's connection profile, through nmcli.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NmOp {
+    /// Read the profile's keyfile (again): `nmcli connection load`.
+    Load { path: HostPath, uuid: String },
+    /// Forget the profile of a keyfile that is gone (the same nmcli verb).
+    Unload { path: HostPath, uuid: String },
+    /// Activate the profile on the link (re-activate it when active).
+    Up { uuid: String, link: String },
+    /// Deactivate it.
+    Down { uuid: String, link: String },
+    /// Read `conf.d` again (`nmcli general reload conf`).
+    ReloadConf,
 }
 
 /// systemd-resolved's runtime DNS settings of one link.
@@ -139,6 +155,8 @@ pub enum UnitOp {
     Restart(&'static str),
     /// Make a running systemd-networkd re-read its files.
     ReloadNetworkd,
+    /// Restart a unit only if it is running (`systemctl try-restart`).
+    TryRestart(&'static str),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -186,6 +204,19 @@ impl fmt::Display for Action {
             Action::Link(op) => op.fmt(f),
             Action::Container(op) => op.fmt(f),
             Action::Resolver(op) => op.fmt(f),
+            Action::Nm(op) => op.fmt(f),
+        }
+    }
+}
+
+impl fmt::Display for NmOp {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            NmOp::Load { path, .. } => write!(f, "NetworkManager: load {path}"),
+            NmOp::Unload { path, .. } => write!(f, "NetworkManager: forget the profile of {path}"),
+            NmOp::Up { link, .. } => write!(f, "NetworkManager: activate {link}'s profile"),
+            NmOp::Down { link, .. } => write!(f, "NetworkManager: deactivate {link}'s profile"),
+            NmOp::ReloadConf => write!(f, "NetworkManager: reload its configuration"),
         }
     }
 }
@@ -241,6 +272,7 @@ impl fmt::Display for UnitOp {
             UnitOp::Disable(u) => write!(f, "disable {u}"),
             UnitOp::Restart(u) => write!(f, "restart {u}"),
             UnitOp::ReloadNetworkd => write!(f, "reload systemd-networkd"),
+            UnitOp::TryRestart(u) => write!(f, "restart {u} if it runs"),
         }
     }
 }

@@ -7,14 +7,16 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{anyhow, bail, Context, Result};
 
-use super::action::{Action, ContainerOp, FileOp, HostPath, Keep, LinkOp, ResolverOp, UnitOp};
+use super::action::{
+    Action, ContainerOp, FileOp, HostPath, Keep, LinkOp, NmOp, ResolverOp, UnitOp,
+};
 use super::host::Host;
 use super::Forget;
 use crate::progress;
 use crate::state::{self, FileEntry, Original, Store};
 use crate::sys::files;
 use crate::sys::netlink::Created;
-use crate::sys::resolved;
+use crate::sys::{nm, resolved};
 
 /// Carries out one action. Returns a remark for the report when the host
 /// got there by itself (the kernel created the link first, say).
@@ -25,6 +27,16 @@ pub fn action(host: &Host, store: &mut Store, action: &Action) -> Result<Option<
         Action::Link(op) => link(host, store, op),
         Action::Container(op) => container(host, op).map(|()| None),
         Action::Resolver(op) => resolver(op).map(|()| None),
+        Action::Nm(op) => network_manager(op).map(|()| None),
+    }
+}
+
+fn network_manager(op: &NmOp) -> Result<()> {
+    match op {
+        NmOp::Load { path, uuid } | NmOp::Unload { path, uuid } => nm::load(&path.real, uuid),
+        NmOp::Up { uuid, .. } => nm::up(uuid),
+        NmOp::Down { uuid, .. } => nm::down(uuid),
+        NmOp::ReloadConf => nm::reload_conf(),
     }
 }
 
@@ -238,6 +250,7 @@ fn unit(host: &Host, store: &mut Store, op: &UnitOp) -> Result<()> {
         }
         UnitOp::Restart(unit) => systemd.restart(unit),
         UnitOp::ReloadNetworkd => systemd.reload_networkd(),
+        UnitOp::TryRestart(unit) => systemd.try_restart(unit),
     }
 }
 
@@ -249,6 +262,18 @@ fn link(host: &Host, store: &mut Store, op: &LinkOp) -> Result<Option<String>> {
             None => bail!("link {name} disappeared while nodeprep was configuring it"),
         }
     };
+    // Undoing: a link another service took away meanwhile (NetworkManager
+    // deletes a dummy link it created when its profile goes) is already
+    // where `remove` wants it.
+    if let LinkOp::DelAddress { name, .. } | LinkOp::Delete { name } = op {
+        if nl.link(name)?.is_none() {
+            if matches!(op, LinkOp::Delete { .. }) {
+                store.record.links.remove(name);
+                save(host, store)?;
+            }
+            return Ok(Some(format!("{name} was already gone")));
+        }
+    }
     match op {
         LinkOp::CreateDummy { name } => {
             store.record.links.insert(name.clone());

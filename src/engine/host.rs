@@ -13,12 +13,47 @@ use std::time::Duration;
 
 use anyhow::{anyhow, bail, Result};
 
-use crate::config::{BindAddr, Config};
+use crate::config::{BindAddr, Config, DockerSocket, EngineChoice, NetworkBackend};
 use crate::engine::action::HostPath;
 use crate::state::{self, Store};
-use crate::sys::docker::Docker;
+use crate::sys::docker::{Candidates, Docker, EngineKind};
 use crate::sys::netlink::Netlink;
+use crate::sys::nm;
 use crate::sys::systemd::Systemd;
+
+/// The service that keeps the link across reboots.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Networkd,
+    NetworkManager,
+}
+
+impl Backend {
+    pub fn name(self) -> &'static str {
+        match self {
+            Backend::Networkd => "networkd",
+            Backend::NetworkManager => "networkmanager",
+        }
+    }
+}
+
+/// The network backend and how it was chosen.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BackendChoice {
+    pub backend: Backend,
+    pub how: String,
+}
+
+/// The container engine and how nodeprep knows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EngineChoiceMade {
+    pub kind: EngineKind,
+    /// "Podman 4.3.1 at /run/podman/podman.sock (auto)", or under --root
+    /// how it was assumed.
+    pub how: String,
+}
+
+const NM_UNIT: &str = "NetworkManager.service";
 
 pub struct Host {
     pub cfg: Config,
@@ -45,14 +80,20 @@ pub struct Facts {
     /// A running systemd; never consulted under `--root`.
     pub systemd: Option<Systemd>,
     offline: bool,
+    /// The tree of an offline run.
+    root: Option<PathBuf>,
     bind_addr: BindAddr,
-    docker_socket: PathBuf,
+    network_backend: NetworkBackend,
+    engine: EngineChoice,
+    docker_candidates: Candidates,
     /// How long to wait for dockerd: `apply` waits, `check` does not.
     docker_wait: Duration,
     netlink: OnceCell<Result<Netlink, String>>,
     resolved: OnceCell<Result<bool, String>>,
     bind: OnceCell<Result<BindChoice, String>>,
     docker: OnceCell<Result<Docker, String>>,
+    network: OnceCell<Result<BackendChoice, String>>,
+    nm: OnceCell<Result<nm::Daemon, String>>,
 }
 
 impl Host {
@@ -63,13 +104,24 @@ impl Host {
             // included.
             systemd: if offline { None } else { Systemd::detect() },
             offline,
+            root: root.clone(),
             bind_addr: cfg.consul.bind_addr,
-            docker_socket: cfg.docker.socket.as_path().to_path_buf(),
+            network_backend: cfg.network.backend,
+            engine: cfg.docker.engine,
+            docker_candidates: Candidates::new(
+                match &cfg.docker.socket {
+                    DockerSocket::Auto => None,
+                    DockerSocket::Path(p) => Some(p.as_path()),
+                },
+                engine_kind(cfg.docker.engine),
+            ),
             docker_wait,
             netlink: OnceCell::new(),
             resolved: OnceCell::new(),
             bind: OnceCell::new(),
             docker: OnceCell::new(),
+            network: OnceCell::new(),
+            nm: OnceCell::new(),
         };
         let state_dir = rebase(root.as_deref(), cfg.state.dir.as_path());
         Host {
@@ -171,14 +223,116 @@ impl Facts {
     }
 
     /// One connection attempt per run, shared by every container resource
-    /// and probe: a dead dockerd is reported for each without waiting twice.
+    /// and probe: a dead engine is reported for each without waiting twice.
     pub fn docker(&self) -> Result<&Docker> {
         self.docker
             .get_or_init(|| {
-                Docker::connect(&self.docker_socket, self.docker_wait).map_err(|e| format!("{e:#}"))
+                Docker::connect(&self.docker_candidates, self.docker_wait)
+                    .map_err(|e| format!("{e:#}"))
             })
             .as_ref()
             .map_err(|e| anyhow!("{e}"))
+    }
+
+    /// Docker or Podman: the engine that answers (live), or the configured
+    /// one when `docker.engine` names it and none answers (and under
+    /// --root, where `auto` means Docker).
+    pub fn engine(&self) -> Result<EngineChoiceMade> {
+        let configured = engine_kind(self.engine);
+        if !self.offline {
+            match (self.docker(), configured) {
+                (Ok(docker), _) => {
+                    return Ok(EngineChoiceMade {
+                        kind: docker.engine().kind,
+                        how: docker.describe(),
+                    })
+                }
+                (Err(e), None) => return Err(e),
+                (Err(_), Some(_)) => {}
+            }
+        }
+        Ok(match configured {
+            Some(kind) => EngineChoiceMade {
+                kind,
+                how: format!("{} (configured)", kind.name()),
+            },
+            None => EngineChoiceMade {
+                kind: EngineKind::Docker,
+                how:
+                    "Docker assumed under --root: set docker.engine = \"podman\" for a Podman host"
+                        .into(),
+            },
+        })
+    }
+
+    /// The network backend: as configured, or with `auto` NetworkManager
+    /// when `NetworkManager.service` is active (under --root: enabled in the
+    /// tree), else systemd-networkd.
+    pub fn network_backend(&self) -> Result<&BackendChoice> {
+        self.network
+            .get_or_init(|| self.choose_backend().map_err(|e| format!("{e:#}")))
+            .as_ref()
+            .map_err(|e| anyhow!("{e}"))
+    }
+
+    fn choose_backend(&self) -> Result<BackendChoice> {
+        let chosen = |backend, how: &str| BackendChoice {
+            backend,
+            how: how.to_string(),
+        };
+        Ok(match self.network_backend {
+            NetworkBackend::Networkd => chosen(Backend::Networkd, "configured"),
+            NetworkBackend::NetworkManager => chosen(Backend::NetworkManager, "configured"),
+            NetworkBackend::Auto => match (&self.root, self.systemd) {
+                (Some(root), _) => {
+                    let wants = root
+                        .join("etc/systemd/system/multi-user.target.wants")
+                        .join(NM_UNIT);
+                    if wants.exists() {
+                        chosen(
+                            Backend::NetworkManager,
+                            "auto: NetworkManager.service is enabled in the tree",
+                        )
+                    } else {
+                        chosen(
+                            Backend::Networkd,
+                            "auto: NetworkManager.service is not enabled in the tree",
+                        )
+                    }
+                }
+                (None, Some(systemd)) if systemd.is_active(NM_UNIT)? => chosen(
+                    Backend::NetworkManager,
+                    "auto: NetworkManager.service is active",
+                ),
+                (None, Some(_)) => chosen(
+                    Backend::Networkd,
+                    "auto: NetworkManager.service is not active",
+                ),
+                (None, None) => chosen(Backend::Networkd, "auto: systemd is not running"),
+            },
+        })
+    }
+
+    /// NetworkManager's daemon, as nmcli sees it (never under --root).
+    pub fn nm(&self) -> Result<&nm::Daemon> {
+        self.nm
+            .get_or_init(|| {
+                if self.offline {
+                    Ok(nm::Daemon::NotRunning("not consulted under --root".into()))
+                } else {
+                    nm::daemon().map_err(|e| format!("{e:#}"))
+                }
+            })
+            .as_ref()
+            .map_err(|e| anyhow!("{e}"))
+    }
+}
+
+fn engine_kind(choice: EngineChoice) -> Option<EngineKind> {
+    match choice {
+        EngineChoice::Auto => None,
+        EngineChoice::Docker => Some(EngineKind::Docker),
+        EngineChoice::Podman => Some(EngineKind::Podman),
     }
 }
 

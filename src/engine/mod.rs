@@ -31,9 +31,9 @@ pub mod execute;
 pub mod host;
 
 pub use action::{
-    Action, ContainerOp, Current, FileOp, HostPath, Keep, LinkOp, ResolverOp, UnitOp,
+    Action, ContainerOp, Current, FileOp, HostPath, Keep, LinkOp, NmOp, ResolverOp, UnitOp,
 };
-pub use host::Host;
+pub use host::{Backend, BackendChoice, Host};
 
 /// The desired state of every resource of a run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -7,6 +7,7 @@
 //! removed unless the config says so (`replace_unmanaged`).
 
 use std::net::IpAddr;
+use std::path::{Path, PathBuf};
 
 use anyhow::{anyhow, bail, Result};
 
@@ -50,7 +51,8 @@ pub fn consul_spec(cfg: &Config) -> ContainerSpec {
     }
 }
 
-/// The registrator container:
+/// The registrator container, given the engine's socket (`docker.socket`,
+/// or the one `auto` found):
 /// `docker run -d --name registrator --network host --restart always
 ///   -v /var/run/docker.sock:/tmp/docker.sock
 ///   gliderlabs/registrator:v7 -ip <bind_addr> [args..] consul://169.254.1.1:8500`
@@ -64,7 +66,7 @@ pub fn consul_spec(cfg: &Config) -> ContainerSpec {
 /// (default 0 retries). Started beside a consul container that takes a
 /// moment to bind its ports, it would crash-loop under restart policy
 /// `always` until the agent is up; retrying forever keeps it running.
-pub fn registrator_spec(cfg: &Config, bind_addr: IpAddr) -> ContainerSpec {
+pub fn registrator_spec(cfg: &Config, bind_addr: IpAddr, socket: &Path) -> ContainerSpec {
     let mut cmd = vec!["-ip".to_string(), bind_addr.to_string()];
     let args = &cfg.registrator.args;
     if !args
@@ -80,10 +82,7 @@ pub fn registrator_spec(cfg: &Config, bind_addr: IpAddr) -> ContainerSpec {
         image: cfg.registrator.image.0.clone(),
         cmd,
         env: vec![],
-        binds: vec![format!(
-            "{}:/tmp/docker.sock",
-            cfg.docker.socket.as_path().display()
-        )],
+        binds: vec![format!("{}:/tmp/docker.sock", socket.display())],
         network_mode: "host".into(),
         restart: "always".into(),
     }
@@ -103,6 +102,10 @@ pub struct Seen {
     bind: Result<IpAddr, String>,
     /// The consul data dir's mode and owner (consul only, when present).
     data_dir: Option<(u32, u32, u32)>,
+    /// The engine's socket (registrator mounts it).
+    socket: PathBuf,
+    /// Which engine, where (for the report).
+    engine: String,
 }
 
 impl Resource for Consul {
@@ -156,6 +159,7 @@ impl Resource for Consul {
             "consul.replace_unmanaged",
             restart_for_config,
         )?;
+        plan.state = format!("{} on {}", plan.state, seen.engine);
         // The agent runs as the image's consul user and must own its data dir.
         let owner = want.as_root.then_some((cfg.consul.uid, cfg.consul.gid));
         let why = match seen.data_dir {
@@ -188,7 +192,8 @@ impl Resource for Registrator {
     fn observe(host: &Host, ensure: Ensure) -> Result<Seen> {
         observe(host, ensure, &host.cfg.registrator.container.0, || {
             let bind = host.facts.bind_addr()?;
-            Ok(registrator_spec(&host.cfg, bind.ip))
+            let socket = host.facts.docker()?.socket();
+            Ok(registrator_spec(&host.cfg, bind.ip, socket))
         })
     }
 
@@ -204,7 +209,7 @@ impl Resource for Registrator {
         let bind = seen.bind.clone().map_err(|e| anyhow!("{e}"))?;
         present(
             name,
-            &registrator_spec(cfg, bind),
+            &registrator_spec(cfg, bind, &seen.socket),
             seen,
             cfg.registrator.replace_unmanaged,
             "registrator.replace_unmanaged",
@@ -228,6 +233,8 @@ fn observe(
             image_present: false,
             bind: Err("offline".into()),
             data_dir: None,
+            socket: PathBuf::new(),
+            engine: String::new(),
         });
     }
     let docker = host.facts.docker()?;
@@ -250,6 +257,8 @@ fn observe(
         image_present,
         bind,
         data_dir: None,
+        socket: docker.socket().to_path_buf(),
+        engine: docker.describe(),
     })
 }
 
@@ -451,7 +460,8 @@ mod tests {
             std::path::Path::new("t"),
         )
         .unwrap();
-        let s = registrator_spec(&cfg, IpAddr::from([10, 0, 0, 5]));
+        let sock = Path::new("/var/run/docker.sock");
+        let s = registrator_spec(&cfg, IpAddr::from([10, 0, 0, 5]), sock);
         assert_eq!(
             s.cmd,
             vec![
@@ -468,7 +478,7 @@ mod tests {
             std::path::Path::new("t"),
         )
         .unwrap();
-        let s = registrator_spec(&cfg, IpAddr::from([10, 0, 0, 5]));
+        let s = registrator_spec(&cfg, IpAddr::from([10, 0, 0, 5]), sock);
         assert_eq!(
             s.cmd,
             vec![
@@ -479,6 +489,12 @@ mod tests {
             ]
         );
         assert_eq!(s.binds, vec!["/var/run/docker.sock:/tmp/docker.sock"]);
+        let s = registrator_spec(
+            &cfg,
+            IpAddr::from([10, 0, 0, 5]),
+            Path::new("/run/podman/podman.sock"),
+        );
+        assert_eq!(s.binds, vec!["/run/podman/podman.sock:/tmp/docker.sock"]);
     }
 
     #[test]

@@ -15,21 +15,27 @@ pub mod docker_dns;
 pub mod environment;
 pub mod files;
 pub mod link;
-pub mod networkd;
+pub mod network;
+pub mod podman_boot;
 pub mod resolver;
 
-pub static TABLE: [Entry; 9] = [
+pub static TABLE: [Entry; 10] = [
     Entry::of::<link::Link>(),
-    Entry::of::<networkd::Networkd>(),
+    Entry::of::<network::Network>(),
     Entry::of::<dnsmasq::Dnsmasq>(),
     Entry::of::<resolver::Resolver>(),
     Entry::of::<consul_config::ConsulConfig>(),
     Entry::of::<environment::Environment>(),
     // Before the containers: a dockerd restart it may need comes first.
     Entry::of::<docker_dns::DockerDns>(),
+    Entry::of::<podman_boot::PodmanBoot>(),
     Entry::of::<containers::Consul>(),
     Entry::of::<containers::Registrator>(),
 ];
+
+/// Former ids `--only` and `--skip` still accept, with the id they name now:
+/// `networkd` became `network` when the resource learned NetworkManager.
+pub static ALIASES: [(&str, &str); 1] = [("networkd", "network")];
 
 /// The table's entry for `id`.
 pub fn entry(id: &str) -> Option<&'static Entry> {

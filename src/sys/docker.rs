@@ -1,10 +1,16 @@
 //! Containers and images through the Docker Engine API (bollard) on its unix
-//! socket; never the `docker` CLI. Podman's compatible socket works the same.
+//! socket; never the `docker` CLI. The engine is Docker or Podman (its
+//! Docker-compatible API): told apart by the headers of its `GET /_ping`
+//! answer (`Server: Docker/..`, or `Server: Libpod/..` with
+//! `Libpod-Api-Version`), which costs a millisecond where Podman's
+//! `GET /version` takes most of a second (it asks conmon and the OCI runtime
+//! for theirs).
 //!
 //! Like `netlink`, this module owns a current-thread runtime and offers
 //! blocking verbs, so the async client stays inside it.
 
 use std::collections::HashMap;
+use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -64,52 +70,154 @@ pub struct PullEvent {
     pub total: Option<i64>,
 }
 
+/// Which engine serves the API.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EngineKind {
+    Docker,
+    Podman,
+}
+
+impl EngineKind {
+    pub fn name(self) -> &'static str {
+        match self {
+            EngineKind::Docker => "Docker",
+            EngineKind::Podman => "Podman",
+        }
+    }
+}
+
+/// The engine behind a socket, as its ping answer says.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Engine {
+    pub kind: EngineKind,
+    /// The engine's own version ("20.10.24+dfsg1", "4.3.1").
+    pub version: String,
+    /// The newest Docker API version it speaks ("1.41").
+    pub api_version: Option<String>,
+}
+
+/// Where nodeprep looks for an engine with `docker.socket = "auto"`, in
+/// order: Docker's socket, then rootful Podman's (`podman.socket`).
+pub const DOCKER_SOCKET: &str = "/var/run/docker.sock";
+pub const PODMAN_SOCKET: &str = "/run/podman/podman.sock";
+
+/// The sockets to try, each with the engine expected there (`None`: either).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Candidates {
+    pub sockets: Vec<PathBuf>,
+    /// The engine the configuration states, if it states one.
+    pub expect: Option<EngineKind>,
+    /// `docker.socket = "auto"`.
+    pub auto: bool,
+}
+
+impl Candidates {
+    /// The sockets `docker.socket` and `docker.engine` ask for.
+    pub fn new(socket: Option<&Path>, expect: Option<EngineKind>) -> Candidates {
+        let sockets = match (socket, expect) {
+            (Some(path), _) => vec![path.to_path_buf()],
+            (None, Some(EngineKind::Docker)) => vec![DOCKER_SOCKET.into()],
+            (None, Some(EngineKind::Podman)) => vec![PODMAN_SOCKET.into()],
+            (None, None) => vec![DOCKER_SOCKET.into(), PODMAN_SOCKET.into()],
+        };
+        Candidates {
+            sockets,
+            expect,
+            auto: socket.is_none(),
+        }
+    }
+
+    fn names(&self) -> String {
+        let names: Vec<String> = self
+            .sockets
+            .iter()
+            .map(|s| s.display().to_string())
+            .collect();
+        names.join(" or ")
+    }
+}
+
 pub struct Docker {
     rt: tokio::runtime::Runtime,
     client: bollard::Docker,
     socket: PathBuf,
+    engine: Engine,
+    /// How the socket was chosen ("configured", "auto: ...").
+    how: String,
 }
 
 impl Docker {
-    /// Connects to dockerd, waiting up to `wait` for its socket to answer.
-    pub fn connect(socket: &Path, wait: Duration) -> Result<Docker> {
+    /// Connects to the engine, waiting up to `wait` for a socket to answer:
+    /// the first of `candidates` that does, in order, every round.
+    pub fn connect(candidates: &Candidates, wait: Duration) -> Result<Docker> {
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
             .context("cannot start the Docker API event loop")?;
         let deadline = Instant::now() + wait;
         loop {
-            let attempt = rt.block_on(handshake(socket));
-            match attempt {
-                Ok(client) => {
-                    return Ok(Docker {
-                        rt,
-                        client,
-                        socket: socket.to_path_buf(),
-                    })
-                }
-                Err(e) if Instant::now() >= deadline => {
-                    let waited = if wait.is_zero() {
-                        String::new()
-                    } else {
-                        format!(" within {}s", wait.as_secs())
-                    };
+            let mut last = String::new();
+            for socket in &candidates.sockets {
+                let engine = match identify(socket, Duration::from_secs(5)) {
+                    Ok(engine) => engine,
+                    Err(e) => {
+                        last = format!("{}: {e}", socket.display());
+                        continue;
+                    }
+                };
+                if let Some(expect) = candidates.expect.filter(|k| *k != engine.kind) {
                     return Err(anyhow!(
-                        "dockerd does not answer on {}{waited}: {}: is the docker service running?",
-                        socket.display(),
-                        describe(&e)
+                        "docker.engine = \"{}\", but {} {} answers on {}",
+                        expect.name().to_lowercase(),
+                        engine.kind.name(),
+                        engine.version,
+                        socket.display()
                     ));
                 }
-                Err(_) if crate::interrupt::requested().is_some() => {
-                    return Err(anyhow!(
-                        "stopped waiting for dockerd on {}: interrupted by {}",
-                        socket.display(),
-                        crate::interrupt::requested().unwrap_or("a signal")
-                    ));
+                match rt.block_on(handshake(socket)) {
+                    Ok(client) => {
+                        let how = if candidates.auto && candidates.sockets.len() > 1 {
+                            format!("auto: the first of {} to answer", candidates.names())
+                        } else if candidates.auto {
+                            "auto".to_string()
+                        } else {
+                            "configured".to_string()
+                        };
+                        return Ok(Docker {
+                            rt,
+                            client,
+                            socket: socket.clone(),
+                            engine,
+                            how,
+                        });
+                    }
+                    Err(e) => last = format!("{}: {}", socket.display(), describe(&e)),
                 }
-                // cloud-init can run nodeprep while dockerd is still starting.
-                Err(_) => std::thread::sleep(Duration::from_millis(250)),
             }
+            if Instant::now() >= deadline {
+                let waited = if wait.is_zero() {
+                    String::new()
+                } else {
+                    format!(" within {}s", wait.as_secs())
+                };
+                let hint = match candidates.expect {
+                    Some(EngineKind::Docker) => "is the docker service running?",
+                    Some(EngineKind::Podman) => "is podman.socket running?",
+                    None => "is the docker service (or podman.socket) running?",
+                };
+                return Err(anyhow!(
+                    "no container engine answers on {}{waited}: {last}: {hint}",
+                    candidates.names()
+                ));
+            }
+            if let Some(sig) = crate::interrupt::requested() {
+                return Err(anyhow!(
+                    "stopped waiting for a container engine on {}: interrupted by {sig}",
+                    candidates.names()
+                ));
+            }
+            // cloud-init can run nodeprep while dockerd is still starting.
+            std::thread::sleep(Duration::from_millis(250));
         }
     }
 
@@ -117,37 +225,93 @@ impl Docker {
         &self.socket
     }
 
-    pub fn engine_version(&self) -> Result<String> {
-        let v = self
-            .rt
-            .block_on(self.client.version())
-            .map_err(|e| self.err(e, "cannot read the engine version"))?;
-        Ok(v.version.unwrap_or_else(|| "unknown".into()))
+    pub fn engine(&self) -> &Engine {
+        &self.engine
+    }
+
+    /// "Podman 4.3.1 at /run/podman/podman.sock (auto: ...)".
+    pub fn describe(&self) -> String {
+        format!(
+            "{} {} at {} ({})",
+            self.engine.kind.name(),
+            self.engine.version,
+            self.socket.display(),
+            self.how
+        )
     }
 
     /// The container called `name`, or `None`.
+    ///
+    /// Read as plain JSON, not through bollard's typed model: Podman
+    /// reports states Docker does not have (`"stopped"` for a container
+    /// that exited under a restart policy), which that model refuses
+    /// ("unknown variant `stopped`").
     pub fn inspect(&self, name: &str) -> Result<Option<ContainerState>> {
-        let info = match self.rt.block_on(self.client.inspect_container(name, None)) {
-            Ok(info) => info,
-            Err(e) if status(&e) == Some(404) => return Ok(None),
-            Err(e) => return Err(self.err(e, &format!("cannot inspect container {name}"))),
-        };
-        let labels = info
-            .config
-            .as_ref()
-            .and_then(|c| c.labels.clone())
-            .unwrap_or_default();
-        let state = info.state.unwrap_or_default();
-        Ok(Some(ContainerState {
-            managed: labels.get(LABEL_MANAGED).is_some_and(|v| v == "true"),
-            hash: labels.get(LABEL_HASH).cloned(),
-            image: info.config.and_then(|c| c.image).unwrap_or_default(),
-            running: state.running.unwrap_or(false),
-            restarting: state.restarting.unwrap_or(false),
-            started_at: state.started_at.unwrap_or_default(),
-            restart_count: info.restart_count.unwrap_or(0),
-            exit_code: state.exit_code.unwrap_or(0),
-        }))
+        let what = || format!("cannot inspect container {name}");
+        let (status, body) = self.get(&format!("/containers/{name}/json")).map_err(|e| {
+            anyhow!(
+                "{} ({} at {}): {e}",
+                what(),
+                self.engine.kind.name(),
+                self.socket.display()
+            )
+        })?;
+        if status == 404 {
+            return Ok(None);
+        }
+        let doc: serde_json::Value = serde_json::from_slice(&body).map_err(|e| {
+            anyhow!(
+                "{}: the engine's answer is not JSON ({e}): {}",
+                what(),
+                String::from_utf8_lossy(&body)
+            )
+        })?;
+        if status != 200 {
+            let message = doc["message"].as_str().unwrap_or("no message");
+            return Err(anyhow!(
+                "{} ({} at {}): {message} (HTTP {status})",
+                what(),
+                self.engine.kind.name(),
+                self.socket.display()
+            ));
+        }
+        Ok(Some(container_state(&doc)))
+    }
+
+    /// `GET path` on the engine's socket as HTTP/1.0: the engine answers
+    /// with the whole body, unchunked, and closes. Returns the status and
+    /// the body.
+    fn get(&self, path: &str) -> std::io::Result<(u16, Vec<u8>)> {
+        let mut stream = std::os::unix::net::UnixStream::connect(&self.socket)?;
+        stream.set_read_timeout(Some(Duration::from_secs(30)))?;
+        stream.set_write_timeout(Some(Duration::from_secs(30)))?;
+        write!(
+            stream,
+            "GET {path} HTTP/1.0\r\nHost: docker\r\nUser-Agent: nodeprep\r\n\r\n"
+        )?;
+        let mut answer = Vec::new();
+        stream.read_to_end(&mut answer)?;
+        let split = answer
+            .windows(4)
+            .position(|w| w == b"\r\n\r\n")
+            .ok_or_else(|| {
+                std::io::Error::new(
+                    std::io::ErrorKind::InvalidData,
+                    "no HTTP header in the answer",
+                )
+            })?;
+        let head = String::from_utf8_lossy(&answer[..split]);
+        let status = head
+            .split_whitespace()
+            .nth(1)
+            .and_then(|c| c.parse().ok())
+            .ok_or_else(|| {
+                std::io::Error::new(
+                    std::io::ErrorKind::InvalidData,
+                    format!("bad HTTP status line: {head:?}"),
+                )
+            })?;
+        Ok((status, answer[split + 4..].to_vec()))
     }
 
     /// Names of the running containers nodeprep did not create (no
@@ -194,7 +358,7 @@ impl Docker {
             match self.rt.block_on(self.client.ping()) {
                 Ok(_) => return Ok(()),
                 Err(e) if Instant::now() >= deadline => {
-                    return Err(self.err(e, "dockerd did not answer again after its restart"))
+                    return Err(self.err(e, "the engine did not answer again after its restart"))
                 }
                 Err(_) => std::thread::sleep(Duration::from_millis(250)),
             }
@@ -303,11 +467,102 @@ impl Docker {
 
     fn err(&self, e: DockerError, what: &str) -> anyhow::Error {
         anyhow!(
-            "{what} (dockerd at {}): {}",
+            "{what} ({} at {}): {}",
+            self.engine.kind.name(),
             self.socket.display(),
             describe(&e)
         )
     }
+}
+
+/// What nodeprep reads from an inspected container (either engine's JSON).
+fn container_state(doc: &serde_json::Value) -> ContainerState {
+    let labels = &doc["Config"]["Labels"];
+    let label = |k: &str| labels[k].as_str().map(String::from);
+    let state = &doc["State"];
+    ContainerState {
+        managed: label(LABEL_MANAGED).is_some_and(|v| v == "true"),
+        hash: label(LABEL_HASH),
+        image: doc["Config"]["Image"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string(),
+        running: state["Running"].as_bool().unwrap_or(false),
+        restarting: state["Restarting"].as_bool().unwrap_or(false),
+        started_at: state["StartedAt"].as_str().unwrap_or_default().to_string(),
+        restart_count: doc["RestartCount"].as_i64().unwrap_or(0),
+        exit_code: state["ExitCode"].as_i64().unwrap_or(0),
+    }
+}
+
+/// Asks the engine on `socket` who it is: `GET /_ping` over the socket with
+/// plain HTTP/1.1, reading the status line and headers. An engine that
+/// answers anything but 200 does not count as answering.
+pub fn identify(socket: &Path, timeout: Duration) -> std::io::Result<Engine> {
+    let mut stream = std::os::unix::net::UnixStream::connect(socket)?;
+    stream.set_read_timeout(Some(timeout))?;
+    stream.set_write_timeout(Some(timeout))?;
+    stream.write_all(
+        b"GET /_ping HTTP/1.1\r\nHost: docker\r\nUser-Agent: nodeprep\r\nConnection: close\r\n\r\n",
+    )?;
+    let mut head = Vec::new();
+    let mut buf = [0u8; 1024];
+    while !head.windows(4).any(|w| w == b"\r\n\r\n") && head.len() < 16 * 1024 {
+        let n = stream.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        head.extend_from_slice(&buf[..n]);
+    }
+    parse_ping(&String::from_utf8_lossy(&head))
+        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))
+}
+
+/// The engine a `_ping` answer's status line and headers describe.
+fn parse_ping(head: &str) -> std::result::Result<Engine, String> {
+    let mut lines = head.split("\r\n");
+    let status = lines.next().unwrap_or_default();
+    let code = status.split_whitespace().nth(1).unwrap_or_default();
+    if code != "200" {
+        return Err(format!("answered {status:?} to GET /_ping"));
+    }
+    let mut headers = HashMap::new();
+    for line in lines.take_while(|l| !l.is_empty()) {
+        if let Some((k, v)) = line.split_once(':') {
+            headers.insert(k.trim().to_ascii_lowercase(), v.trim().to_string());
+        }
+    }
+    let server = headers
+        .get("server")
+        .map(String::as_str)
+        .unwrap_or_default();
+    // "Docker/20.10.24+dfsg1 (linux)", "Libpod/4.3.1 (linux)"
+    let product = |name: &str| {
+        server
+            .strip_prefix(name)
+            .and_then(|v| v.split_whitespace().next())
+            .map(String::from)
+    };
+    let api_version = headers.get("api-version").cloned();
+    if let Some(libpod) = headers.get("libpod-api-version") {
+        return Ok(Engine {
+            kind: EngineKind::Podman,
+            version: product("Libpod/").unwrap_or_else(|| libpod.clone()),
+            api_version,
+        });
+    }
+    if let Some(version) = product("Libpod/") {
+        return Ok(Engine {
+            kind: EngineKind::Podman,
+            version,
+            api_version,
+        });
+    }
+    Ok(Engine {
+        kind: EngineKind::Docker,
+        version: product("Docker/").unwrap_or_else(|| "unknown".into()),
+        api_version,
+    })
 }
 
 /// Connects and pings. bollard speaks a recent API version by default; an
@@ -389,7 +644,13 @@ fn describe(e: &DockerError) -> String {
 /// just ahead of the restart.
 pub fn daemon_started(pidfile: &Path) -> Option<Duration> {
     let pid = std::fs::read_to_string(pidfile).ok()?;
-    let stat = std::fs::read_to_string(format!("/proc/{}/stat", pid.trim())).ok()?;
+    process_started(pid.trim().parse().ok()?)
+}
+
+/// When process `pid` started, as time since boot, from the kernel's
+/// process table.
+pub fn process_started(pid: u32) -> Option<Duration> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     // Field 22 (starttime, in clock ticks since boot) comes after the
     // command in parentheses, which may itself hold spaces.
     let after = stat.rsplit_once(')')?.1;
@@ -429,6 +690,59 @@ mod tests {
             message: "bad request".into(),
         };
         assert!(max_api_version(&other).is_none());
+    }
+
+    #[test]
+    fn ping_headers_tell_docker_from_podman() {
+        // As dockerd 20.10 (bookworm's docker.io) and Podman 4.3 answer.
+        let docker = "HTTP/1.1 200 OK\r\nApi-Version: 1.41\r\nDocker-Experimental: false\r\nOstype: linux\r\nServer: Docker/20.10.24+dfsg1 (linux)\r\nContent-Length: 2\r\n\r\nOK";
+        assert_eq!(
+            parse_ping(docker).unwrap(),
+            Engine {
+                kind: EngineKind::Docker,
+                version: "20.10.24+dfsg1".into(),
+                api_version: Some("1.41".into())
+            }
+        );
+        let podman = "HTTP/1.1 200 OK\r\nApi-Version: 1.41\r\nLibpod-Api-Version: 4.3.1\r\nLibpod-Buildah-Version: 1.28.2\r\nServer: Libpod/4.3.1 (linux)\r\n\r\n";
+        let e = parse_ping(podman).unwrap();
+        assert_eq!((e.kind, e.version.as_str()), (EngineKind::Podman, "4.3.1"));
+        assert!(parse_ping("HTTP/1.1 404 Not Found\r\n\r\n").is_err());
+        assert!(parse_ping("").is_err());
+    }
+
+    #[test]
+    fn inspect_reads_podman_states_docker_has_not() {
+        // Podman 4.3's answer for a container that exited under restart
+        // policy `always` (abridged).
+        let doc = serde_json::json!({
+            "State": {"Status": "stopped", "Running": false, "Restarting": false,
+                      "ExitCode": 2, "StartedAt": "2026-11-29T23:46:51.561509805Z"},
+            "RestartCount": 8,
+            "Config": {"Image": "localhost/nodeprep-test/registrator-standin:1",
+                       "Labels": {"nodeprep.managed": "true", "nodeprep.config-hash": "abc"}}
+        });
+        let c = container_state(&doc);
+        assert!(c.managed && !c.running && !c.restarting);
+        assert_eq!((c.exit_code, c.restart_count), (2, 8));
+        assert_eq!(c.hash.as_deref(), Some("abc"));
+        let bare = container_state(&serde_json::json!({"Config": {"Labels": null}}));
+        assert!(!bare.managed && bare.hash.is_none());
+    }
+
+    #[test]
+    fn auto_tries_docker_then_podman_unless_told() {
+        let c = Candidates::new(None, None);
+        assert_eq!(
+            c.sockets,
+            [PathBuf::from(DOCKER_SOCKET), PathBuf::from(PODMAN_SOCKET)]
+        );
+        assert_eq!(
+            Candidates::new(None, Some(EngineKind::Podman)).sockets,
+            [PathBuf::from(PODMAN_SOCKET)]
+        );
+        let c = Candidates::new(Some(Path::new("/x.sock")), Some(EngineKind::Docker));
+        assert_eq!((c.sockets.len(), c.auto), (1, false));
     }
 
     #[test]

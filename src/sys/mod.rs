@@ -5,6 +5,7 @@ pub mod docker;
 pub mod files;
 pub mod lock;
 pub mod netlink;
+pub mod nm;
 pub mod resolved;
 pub mod rooted;
 pub mod systemd;

@@ -39,6 +39,25 @@ impl Systemd {
         run(Command::new("systemctl").args(["restart", unit]))
     }
 
+    /// Restarts a unit if it is running; leaves a stopped one stopped.
+    pub fn try_restart(&self, unit: &str) -> Result<()> {
+        run(Command::new("systemctl").args(["try-restart", unit]))
+    }
+
+    /// The main process of an active service, or `None`.
+    pub fn main_pid(&self, unit: &str) -> Result<Option<u32>> {
+        let out = Command::new("systemctl")
+            .args(["show", "-p", "MainPID", "--value", unit])
+            .stdin(Stdio::null())
+            .output()
+            .with_context(|| format!("cannot run `systemctl show {unit}`"))?;
+        Ok(String::from_utf8_lossy(&out.stdout)
+            .trim()
+            .parse::<u32>()
+            .ok()
+            .filter(|&p| p > 0))
+    }
+
     /// Makes a running systemd-networkd re-read its .netdev/.network files.
     pub fn reload_networkd(&self) -> Result<()> {
         run(Command::new("networkctl").arg("reload"))

@@ -22,7 +22,10 @@
 //!
 //! Depends on std, serde_json and tempfile only (the root package's
 //! dev-dependencies). Talks to the engine through the `docker` CLI with
-//! `-H unix:///var/run/docker.sock`, whatever DOCKER_HOST says.
+//! `-H unix:///var/run/docker.sock`, whatever DOCKER_HOST says; a test
+//! process that called [`podman_or_skip`] talks to rootful Podman's
+//! Docker-compatible API instead (`-H unix:///run/podman/podman.sock`, the
+//! same CLI), with the stand-ins loaded there by `tests/podman/`.
 #![allow(dead_code)]
 
 use serde_json::Value;
@@ -34,6 +37,32 @@ use std::time::{Duration, Instant};
 
 /// The socket the tests' dockerd listens on.
 pub const DOCKER_SOCKET: &str = "/var/run/docker.sock";
+/// Where rootful Podman's Docker-compatible API listens
+/// (`tests/podman/ensure-podman.sh`, podman.socket on a real host).
+pub const PODMAN_SOCKET: &str = "/run/podman/podman.sock";
+
+/// The engine a test process talks to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Engine {
+    Docker,
+    Podman,
+}
+
+static ENGINE: OnceLock<Engine> = OnceLock::new();
+
+/// The engine of this test process: Docker unless [`podman_or_skip`] chose
+/// Podman.
+pub fn engine() -> Engine {
+    *ENGINE.get().unwrap_or(&Engine::Docker)
+}
+
+/// The socket of [`engine`].
+pub fn socket() -> &'static str {
+    match engine() {
+        Engine::Docker => DOCKER_SOCKET,
+        Engine::Podman => PODMAN_SOCKET,
+    }
+}
 
 /// Stand-in for `hashicorp/consul`: entrypoint `/bin/consul-standin`, default
 /// CMD `["agent", "-dev", "-client", "0.0.0.0"]` (refused: exit 2), `VOLUME
@@ -133,6 +162,85 @@ pub fn docker_or_skip() -> bool {
     }
 }
 
+/// Outcome of the Podman scripts (after the Docker ones, which build the
+/// stand-ins), once per test process.
+fn podman_state() -> &'static Result<(), (bool, String)> {
+    static READY: OnceLock<Result<(), (bool, String)>> = OnceLock::new();
+    READY.get_or_init(|| {
+        ready_state().clone()?;
+        let started = Instant::now();
+        for (script, skippable_code) in [
+            ("ensure-podman.sh", Some(NO_ENGINE)),
+            ("load-standins.sh", None),
+        ] {
+            let path = repo_dir().join("tests/podman").join(script);
+            let out = Command::new("bash")
+                .arg(&path)
+                .current_dir(repo_dir())
+                .output()
+                .map_err(|e| (false, format!("cannot run {}: {e}", path.display())))?;
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            eprint!("{stderr}");
+            if !out.status.success() {
+                let missing = out.status.code().is_some() && out.status.code() == skippable_code;
+                let why = if missing {
+                    stderr
+                        .lines()
+                        .rev()
+                        .find(|l| l.contains("CANNOT HAVE PODMAN"))
+                        .unwrap_or("no Podman")
+                        .trim()
+                        .to_string()
+                } else {
+                    format!("{script} failed ({}):\n{stderr}", out.status)
+                };
+                return Err((missing, why));
+            }
+        }
+        eprintln!(
+            "docker helpers: Podman and stand-in images ready in {} ms",
+            started.elapsed().as_millis()
+        );
+        Ok(())
+    })
+}
+
+/// Like [`docker_or_skip`] for Podman: makes this test process talk to
+/// rootful Podman's Docker-compatible API (every helper here, through the
+/// same `docker` CLI), starting it and loading the stand-ins when needed.
+pub fn podman_or_skip() -> bool {
+    let chosen = *ENGINE.get_or_init(|| Engine::Podman);
+    assert_eq!(
+        chosen,
+        Engine::Podman,
+        "this test process already talks to Docker"
+    );
+    match podman_state() {
+        Ok(()) => true,
+        Err((true, why)) => {
+            if std::env::var("CI").is_ok_and(|v| v == "true") {
+                panic!("prerequisite missing under CI=true: {why}");
+            }
+            eprintln!("SKIPPED (not a pass): {why}");
+            false
+        }
+        Err((false, why)) => panic!("Podman test harness failed: {why}"),
+    }
+}
+
+/// Stops the Podman API service the harness started and starts it again
+/// (it reads containers.conf only when it starts).
+pub fn restart_podman_service() {
+    let path = repo_dir().join("tests/podman/ensure-podman.sh");
+    let out = Command::new("bash")
+        .arg(&path)
+        .arg("--restart")
+        .output()
+        .unwrap();
+    eprint!("{}", String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "ensure-podman.sh --restart failed");
+}
+
 /// Result of a `docker` CLI run.
 #[derive(Debug)]
 pub struct DockerRun {
@@ -141,12 +249,12 @@ pub struct DockerRun {
     pub stderr: String,
 }
 
-/// Runs `docker -H unix:///var/run/docker.sock <args>` and returns what it
-/// printed, whatever its exit status.
+/// Runs `docker -H unix://<socket> <args>` (the engine's socket, see
+/// [`engine`]) and returns what it printed, whatever its exit status.
 pub fn docker_run(args: &[&str]) -> DockerRun {
     let out = Command::new("docker")
         .arg("-H")
-        .arg(format!("unix://{DOCKER_SOCKET}"))
+        .arg(format!("unix://{}", socket()))
         .args(args)
         .output()
         .unwrap_or_else(|e| panic!("cannot run the docker CLI: {e}"));
@@ -175,7 +283,8 @@ pub fn docker_ok(args: &[&str]) -> String {
 fn inspect(kind: &str, name: &str) -> Option<Value> {
     let r = docker_run(&[kind, "inspect", name]);
     if !r.ok {
-        if r.stderr.contains("No such") {
+        // Docker: "No such container"; Podman: "no such container".
+        if r.stderr.to_lowercase().contains("no such") {
             return None;
         }
         panic!("docker {kind} inspect {name} failed: {}", r.stderr.trim());
@@ -209,6 +318,7 @@ pub fn image_id(reference: &str) -> String {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ContainerState {
     /// created | running | restarting | exited | paused | dead | removing
+    /// (Podman: stopped for exited)
     pub status: String,
     pub running: bool,
     pub restarting: bool,
@@ -252,7 +362,7 @@ pub fn remove_containers(names: &[&str]) {
         for line in r
             .stderr
             .lines()
-            .filter(|l| !l.contains("No such container"))
+            .filter(|l| !l.to_lowercase().contains("no such container"))
         {
             eprintln!("docker helpers: while removing {names:?}: {line}");
         }
@@ -343,7 +453,8 @@ pub fn wait_outcome(name: &str, timeout: Duration) -> Outcome {
         if state.restart_count > 0 && !logs(name).contains(READY_MARK) {
             return Outcome::Restarting(state.restart_count);
         }
-        if state.status == "exited" || state.status == "dead" {
+        // Podman says "stopped" where Docker says "exited".
+        if matches!(state.status.as_str(), "exited" | "dead" | "stopped") {
             // Docker may restart it under a restart policy: give it the
             // chance (it sets Restarting right after the exit).
             let again = container_state(name).unwrap();
