@@ -4,10 +4,14 @@
 //! a real kernel; this tier boots a whole Debian host (systemd, Debian's own
 //! kernel, systemd-networkd, Debian's dnsmasq, docker.io, cloud-init) and
 //! brings it up end to end as an operator would: cloud-init runs the real
-//! `configs/cloud-init.yaml`, whose runcmd installs nodeprep and runs
-//! `nodeprep apply`; the scenario then audits the host with live probes,
-//! resolves the consul domain from the host and from a container, reboots,
-//! and breaks and repairs it. The consul and registrator containers run
+//! `configs/cloud-init.yaml`, whose runcmd installs the nodeprep Debian
+//! package with apt-get and runs `nodeprep apply`; the scenario then audits
+//! the host with live probes, resolves the consul domain from the host and
+//! from a container, reboots, and breaks and repairs it. The package's own
+//! steps (`guest/package-steps.sh`): its boot unit repairs drift left
+//! before a reboot, its audit timer's service reports to the agent, `man`
+//! and bash completion work, an upgrade keeps an edited conffile and the
+//! host, and removing it leaves the host's layout running. The consul and registrator containers run
 //! TEST STAND-IN images (`standins/`, NOT Consul, NOT registrator: the real
 //! images cannot be had here) that read nodeprep's config and answer where
 //! a real agent would.
@@ -18,14 +22,17 @@
 //! - `tests/debian-vm/make-images.sh` builds the stand-in images and a
 //!   busybox image in the host's dockerd (`tests/docker/`) and `docker
 //!   save`s them into one tarball;
+//! - `packaging/build-deb.sh --binary` packages this test's binary twice:
+//!   the package cloud-init installs, and the same at a higher version for
+//!   the upgrade;
 //! - `tests/debian-vm/make-user-data.py` turns `configs/cloud-init.yaml`
 //!   into the user data, with three test-plumbing substitutions only (copy
-//!   nodeprep from the disk instead of downloading it; name the stand-in
+//!   the package from the disk instead of downloading it; name the stand-in
 //!   images in nodeprep.toml; `docker load` them first), and validates it
 //!   with `cloud-init schema --config-file` and `nodeprep config validate`;
 //! - `tests/debian-vm/make-disk.sh` makes a fresh ext4 image from the root on
-//!   every run, with the binary, the images, the user data (NoCloud seed)
-//!   and `tests/debian-vm/guest/` installed;
+//!   every run, with the binary, both packages, the images, the user data
+//!   (NoCloud seed) and `tests/debian-vm/guest/` installed;
 //! - the image boots twice (`-kernel`/`-initrd` of the root's own kernel,
 //!   `-nic none`: the VM has no network card). In boot 1 cloud-init runs the
 //!   user data, then `nodeprep-test.service` (after `cloud-final.service`)
@@ -77,20 +84,31 @@ const PHASE1_STEPS: &[&str] = &[
     "dnsmasq-chain",
     "container-dns",
     "login-env",
+    "package-installed",
+    "man-and-completion",
+    "check-timer-reports",
 ];
 
 /// Steps of phase 2 (after the reboot), in order; each must PASS.
 const PHASE2_STEPS: &[&str] = &[
+    "boot-unit-repaired",
     "reboot-persists",
     "dnsmasq-after-reboot",
     "apply-after-reboot-noop",
     "drift-detected-and-repaired",
     "repair-with-networkd-active",
+    "upgrade-keeps-conffile",
     "remove",
+    "package-removed",
 ];
 
 /// Steps of phase 3 (after `remove` and a reboot), in order.
-const PHASE3_STEPS: &[&str] = &["removed-after-reboot", "apply-again"];
+const PHASE3_STEPS: &[&str] = &[
+    "removed-after-reboot",
+    "package-reinstalled",
+    "apply-again",
+    "apt-remove-keeps-layout",
+];
 
 const END_MARKER: &str = "NODEPREP-SCENARIO-END";
 const REBOOT_MARKER: &str = "NODEPREP-REBOOTING";
@@ -167,6 +185,45 @@ fn prepare(binary: &Path) -> Result<Prepared, String> {
         images.get("IMAGES_SECONDS")
     ));
 
+    // The package, twice: what cloud-init installs, and the same rebuilt
+    // at a higher version for the upgrade.
+    let started = Instant::now();
+    let upstream = env!("CARGO_PKG_VERSION");
+    let mut debs = Vec::new();
+    for (name, version) in [
+        ("install", format!("{upstream}-1")),
+        ("upgrade", format!("{upstream}-2")),
+    ] {
+        let deb_dir = dir.join("debs").join(name);
+        let _ = fs::remove_dir_all(&deb_dir);
+        let built = vm::run_script(
+            "bash",
+            &vm::repo_dir().join("packaging/build-deb.sh"),
+            &[
+                "--binary",
+                binary_arg,
+                "--deb-version",
+                &version,
+                "--fast",
+                "--out",
+                deb_dir.to_str().expect("UTF-8 work dir"),
+            ],
+        )?;
+        debs.push(built.get("DEB").to_string());
+    }
+    timing(format!(
+        "packages {} in {}",
+        debs.iter()
+            .map(|d| Path::new(d)
+                .file_name()
+                .unwrap()
+                .to_string_lossy()
+                .into_owned())
+            .collect::<Vec<_>>()
+            .join(", "),
+        secs(started.elapsed())
+    ));
+
     // The real user data, with the test's three substitutions, validated.
     let started = Instant::now();
     let source = vm::repo_dir().join("configs/cloud-init.yaml");
@@ -205,6 +262,10 @@ fn prepare(binary: &Path) -> Result<Prepared, String> {
             images.get("IMAGES_TAR"),
             "--user-data",
             user_data.get("USER_DATA"),
+            "--deb",
+            &debs[0],
+            "--upgrade-deb",
+            &debs[1],
             "--server-standin",
             images.get("CONSUL_STANDIN_BIN"),
             "--out",
