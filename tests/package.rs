@@ -139,7 +139,10 @@ fn dpkg_lists_every_file() {
     let want = [
         ("/usr/bin/nodeprep", "-rwxr-xr-x"),
         ("/usr/lib/systemd/system/nodeprep.service", "-rw-r--r--"),
-        ("/usr/lib/systemd/system/nodeprep-check.service", "-rw-r--r--"),
+        (
+            "/usr/lib/systemd/system/nodeprep-check.service",
+            "-rw-r--r--",
+        ),
         ("/usr/lib/systemd/system/nodeprep-check.timer", "-rw-r--r--"),
         ("/usr/share/man/man8/nodeprep.8.gz", "-rw-r--r--"),
         (
@@ -176,10 +179,7 @@ fn dpkg_lists_every_file() {
     let mut want_sorted = want.to_vec();
     want_sorted.sort();
     assert_eq!(got, want_sorted, "dpkg -c {}", p.deb.display());
-    assert!(
-        files.values().all(|m| m.ends_with(" 0/0")),
-        "{files:?}"
-    );
+    assert!(files.values().all(|m| m.ends_with(" 0/0")), "{files:?}");
 
     // The shipped files are those of the repository and of the binary.
     let same = |shipped: &str, source: &Path| {
@@ -200,7 +200,10 @@ fn dpkg_lists_every_file() {
             &repo().join("units").join(unit),
         );
     }
-    same("usr/share/doc/nodeprep/README.md", &repo().join("README.md"));
+    same(
+        "usr/share/doc/nodeprep/README.md",
+        &repo().join("README.md"),
+    );
     for example in ["nodeprep.toml", "nodeprep-server.toml", "cloud-init.yaml"] {
         same(
             &format!("usr/share/doc/nodeprep/examples/{example}"),
@@ -210,8 +213,11 @@ fn dpkg_lists_every_file() {
     let bin = p.tree.join("usr/bin/nodeprep");
     let completion = run(Command::new(&bin).args(["completions", "bash"]));
     assert_eq!(
-        std::fs::read_to_string(p.tree.join("usr/share/bash-completion/completions/nodeprep"))
-            .unwrap(),
+        std::fs::read_to_string(
+            p.tree
+                .join("usr/share/bash-completion/completions/nodeprep")
+        )
+        .unwrap(),
         completion
     );
     let file = run(Command::new("file").arg(&bin));
@@ -258,10 +264,7 @@ fn maintainer_script(p: &Built, script: &str, args: &[&str]) -> Vec<String> {
         let stub = dir.path().join(tool);
         std::fs::write(
             &stub,
-            format!(
-                "#!/bin/sh\necho \"{tool} $*\" >>{}\n",
-                log.display()
-            ),
+            format!("#!/bin/sh\necho \"{tool} $*\" >>{}\n", log.display()),
         )
         .unwrap();
         run(Command::new("chmod").arg("755").arg(&stub));
