@@ -127,8 +127,11 @@ install -D -m 0644 "$GUEST/package-steps.sh" "$STAGE/usr/local/lib/nodeprep-test
 # The root drops every man page and doc when dpkg unpacks (build-root.sh's
 # path-exclude, kept in the root's dpkg config); the package's own are
 # part of what the scenario checks (`man nodeprep`). Read after
-# 99mmdebstrap, so the includes win.
-printf '%s\n' 'path-include=/usr/share/man/man8/nodeprep.8.gz' 'path-include=/usr/share/doc/nodeprep/*' \
+# 99mmdebstrap, so the includes win. The directories too: dpkg does not
+# create an excluded parent of an included file (measured: "unable to
+# create '/usr/share/man/man8/nodeprep.8.gz.dpkg-new'").
+printf 'path-include=%s\n' /usr/share/man/man8 /usr/share/man/man8/nodeprep.8.gz \
+    /usr/share/doc/nodeprep /usr/share/doc/nodeprep/examples '/usr/share/doc/nodeprep/*' \
     >"$STAGE/etc/dpkg/dpkg.cfg.d/nodeprep-test"
 install -m 0644 "$IMAGES" "$STAGE/var/lib/nodeprep-test/images.tar"
 install -D -m 0755 "$GUEST/scenario.sh" "$STAGE/usr/local/lib/nodeprep-test/scenario.sh"
