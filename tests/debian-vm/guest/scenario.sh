@@ -6,14 +6,15 @@
 #
 # The host is brought up by the real configs/cloud-init.yaml (made into the
 # NoCloud user data by make-user-data.py, with three test-plumbing
-# substitutions: nodeprep copied from the disk instead of downloaded, the
-# TEST STAND-IN images named in nodeprep.toml, and those images loaded with
-# `docker load` first). cloud-init's runcmd installs the nodeprep package
-# and runs `nodeprep apply`; this unit runs after cloud-final.service and
-# checks the result. The package's own steps (its boot unit, audit timer,
-# man page, completion, upgrade and removal) are in package-steps.sh. The containers run the stand-ins (NOT Consul, NOT registrator):
-# they read the config nodeprep wrote and answer HTTP and DNS where a real
-# agent would, which is what nodeprep's probes ask.
+# substitutions: the nodeprep package copied from the disk instead of
+# downloaded, the TEST STAND-IN images named in nodeprep.toml, and those
+# images loaded with `docker load` first). cloud-init's runcmd installs the
+# package with apt-get and runs `nodeprep apply`; this unit runs after
+# cloud-final.service and checks the result. The package's own steps (its
+# boot unit, audit timer, man page, completion, upgrade and removal) are in
+# package-steps.sh. The containers run the stand-ins (NOT Consul, NOT
+# registrator): they read the config nodeprep wrote and answer HTTP and DNS
+# where a real agent would, which is what nodeprep's probes ask.
 #
 # Three boots. The phase is kept on the disk in /var/lib/nodeprep-test/phase:
 #   phase 1 (first boot): cloud-init-done, check-all-ok, apply-second-noop,
