@@ -133,6 +133,11 @@ install -D -m 0644 "$GUEST/package-steps.sh" "$STAGE/usr/local/lib/nodeprep-test
 printf 'path-include=%s\n' /usr/share/man/man8 /usr/share/man/man8/nodeprep.8.gz \
     /usr/share/doc/nodeprep /usr/share/doc/nodeprep/examples '/usr/share/doc/nodeprep/*' \
     >"$STAGE/etc/dpkg/dpkg.cfg.d/nodeprep-test"
+# man-db's dpkg trigger rebuilds its index after every install and removal
+# (mandb); `man nodeprep` finds the page without it. Off, as Debian's
+# man-db/auto-update does it: the package steps install and remove the
+# package four times, each under TCG.
+rm -f "$STAGE/var/lib/man-db/auto-update"
 install -m 0644 "$IMAGES" "$STAGE/var/lib/nodeprep-test/images.tar"
 install -D -m 0755 "$GUEST/scenario.sh" "$STAGE/usr/local/lib/nodeprep-test/scenario.sh"
 install -D -m 0644 "$GUEST/lib.sh" "$STAGE/usr/local/lib/nodeprep-test/lib.sh"
