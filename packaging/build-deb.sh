@@ -26,7 +26,6 @@ CARGO_DEB_VERSION=3.8.0
 TARGET=x86_64-unknown-linux-gnu
 
 REPO=$(cd "$(dirname "$0")/.." && pwd)
-cd "$REPO"
 
 BINARY=
 DEB_VERSION=
@@ -44,6 +43,11 @@ while [ $# -gt 0 ]; do
 done
 
 log() { echo "build-deb.sh: $*" >&2; }
+
+# Paths given relative to where the script was called from.
+[ -z "$BINARY" ] || BINARY=$(realpath "$BINARY")
+OUT=$(realpath -m "$OUT")
+cd "$REPO"
 
 # ------------------------------------------------------------ cargo-deb ----
 have=$(cargo deb --version 2>/dev/null || true)
