@@ -7,6 +7,7 @@ use anyhow::{anyhow, Context};
 
 use crate::cli::{Cli, Command, ConfigCommand, Format, Selection};
 use crate::config::{self, Config};
+use crate::docs;
 use crate::engine::{self, Ensure, Host, Mode, RunSpec};
 use crate::exit::{Exit, Fatal, OrExit};
 use crate::facts;
@@ -99,6 +100,14 @@ pub fn run(cli: Cli) -> Result<Exit, Fatal> {
             output::text(config::DEFAULT_TOML).or_exit(Exit::Failed)?;
             Ok(Exit::Ok)
         }
+        Command::Completions { shell } => {
+            print_bytes(&docs::completions(shell)).or_exit(Exit::Failed)?;
+            Ok(Exit::Ok)
+        }
+        Command::Man => {
+            print_bytes(&docs::man().or_exit(Exit::Failed)?).or_exit(Exit::Failed)?;
+            Ok(Exit::Ok)
+        }
         Command::Config(ConfigCommand::Validate { path }) => {
             let path = path
                 .or(global.config)
@@ -110,6 +119,14 @@ pub fn run(cli: Cli) -> Result<Exit, Fatal> {
             Ok(Exit::Ok)
         }
     }
+}
+
+/// Generated text (a man page, a completion script) on stdout.
+fn print_bytes(bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    out.write_all(bytes)?;
+    out.flush()
 }
 
 struct Global {

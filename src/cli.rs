@@ -15,7 +15,8 @@ use crate::resources;
     version,
     about = "Converge and audit a Docker host for Consul service discovery (dummy0 link-local layout)",
     help_expected = true,
-    disable_help_subcommand = true
+    disable_help_subcommand = true,
+    subcommand_value_name = "COMMAND"
 )]
 pub struct Cli {
     /// Configuration file [default: /etc/nodeprep/nodeprep.toml; embedded defaults if it is missing]
@@ -65,6 +66,22 @@ pub enum Command {
     /// Print the commented default configuration, or validate a file
     #[command(subcommand)]
     Config(ConfigCommand),
+    /// Print a shell completion script on stdout
+    Completions {
+        /// The shell to complete for
+        #[arg(value_enum)]
+        shell: CompletionShell,
+    },
+    /// Print the manual page nodeprep(8), in roff, on stdout
+    Man,
+}
+
+/// The shells `nodeprep completions` writes scripts for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum CompletionShell {
+    Bash,
+    Zsh,
+    Fish,
 }
 
 impl Command {
@@ -76,6 +93,8 @@ impl Command {
             Command::Remove(_) => "remove",
             Command::Facts => "facts",
             Command::Config(_) => "config",
+            Command::Completions { .. } => "completions",
+            Command::Man => "man",
         }
     }
 }

@@ -8,6 +8,7 @@
 pub mod app;
 pub mod cli;
 pub mod config;
+pub mod docs;
 pub mod engine;
 pub mod envfile;
 pub mod exit;

@@ -6,7 +6,8 @@
 //! Debian's dnsmasq, docker.io, cloud-init) and brings them up end to end as
 //! an operator would: cloud-init runs the real user data
 //! (`configs/cloud-init.yaml`, or `configs/cloud-init-resolved.yaml`), whose
-//! runcmd installs nodeprep and runs `nodeprep apply`; the scenario then
+//! runcmd installs the nodeprep Debian package with apt-get and runs
+//! `nodeprep apply`; the scenario then
 //! audits the host with live probes, resolves the consul domain and other
 //! names from the host and from containers (no `--dns`), reboots, breaks and
 //! repairs it, and on one variant removes the layout and reboots again. The
@@ -14,6 +15,11 @@
 //! NOT Consul, NOT registrator: the real images cannot be had here); a
 //! stand-in consul server at 10.0.0.10 plays the cluster the host joins, and
 //! a small responder at 192.0.2.53 plays the site's DNS server.
+//! The package's own steps run on the trixie host
+//! (`guest/package-steps.sh`): its boot unit repairs drift left before a
+//! reboot, its audit timer's service reports to the agent, `man` and bash
+//! completion work, an upgrade keeps an edited conffile and the host, and
+//! removing it leaves the host's layout running.
 //!
 //! Host variants (each its own test; one root per suite serves all of a
 //! suite's variants):
@@ -32,14 +38,17 @@
 //! - `tests/debian-vm/make-images.sh` builds the stand-in images and a
 //!   busybox image in the host's dockerd (`tests/docker/`) and `docker
 //!   save`s them into one tarball;
+//! - `packaging/build-deb.sh --binary` packages this test's binary twice:
+//!   the package cloud-init installs, and the same at a higher version for
+//!   the upgrade;
 //! - `tests/debian-vm/make-user-data.py` turns the user data into the VM's,
-//!   with three test-plumbing substitutions only (copy nodeprep from the disk
-//!   instead of downloading it; name the stand-in images and the VM site's
+//!   with three test-plumbing substitutions only (copy the package from the
+//!   disk instead of downloading it; name the stand-in images and the VM site's
 //!   one DNS name in nodeprep.toml; `docker load` the images first), and
 //!   validates it with `cloud-init schema --config-file` and `nodeprep config
 //!   validate`;
 //! - `tests/debian-vm/make-disk.sh --variant V` makes a fresh ext4 image from
-//!   the root on every run, with the binary, the images, the user data
+//!   the root on every run, with the binary, both packages, the images, the user data
 //!   (NoCloud seed), `tests/debian-vm/guest/` and the variant's changes;
 //! - the image boots once per phase (`-kernel`/`-initrd` of the root's own
 //!   kernel, `-nic none`: the VM has no network card). In boot 1 cloud-init
@@ -107,8 +116,24 @@ const PHASE2_COMMON: &[&str] = &[
 /// ... then drift and repair (both dnsmasq variants) ...
 const PHASE2_REPAIRS: &[&str] = &["drift-detected-and-repaired", "repair-with-networkd-active"];
 
-/// Phase 3 (after `remove` and a reboot), in order.
-const PHASE3: &[&str] = &["removed-after-reboot", "apply-again"];
+/// The Debian package's steps (guest/package-steps.sh), on the trixie host:
+/// boot 1 ...
+const PACKAGE1: &[&str] = &[
+    "package-installed",
+    "man-and-completion",
+    "check-timer-reports",
+];
+/// ... boot 2 (after the reboot: the boot unit's repair comes first; the
+/// upgrade before `remove`, the package's removal after it) ...
+const PACKAGE2_FIRST: &[&str] = &["boot-unit-repaired"];
+const PACKAGE2_LAST: &[&str] = &["upgrade-keeps-conffile", "remove", "package-removed"];
+/// ... and boot 3 (after `remove` and a reboot), in order.
+const PACKAGE3: &[&str] = &[
+    "removed-after-reboot",
+    "package-reinstalled",
+    "apply-again",
+    "apt-remove-keeps-layout",
+];
 
 /// A host variant: a root of `suite`, made into a disk by make-disk.sh's
 /// `--variant`, brought up by the user data of `user_data`, and the steps of
@@ -144,16 +169,17 @@ fn bookworm_resolved() -> Variant {
 }
 
 /// Debian 13 without systemd-resolved (a plain /etc/resolv.conf): the same
-/// scenario, then remove, a reboot, and apply again.
+/// scenario with the package's steps, then remove, a reboot, and apply
+/// again.
 fn trixie_plain() -> Variant {
     Variant {
         name: "plain",
         suite: "trixie",
         user_data: "configs/cloud-init.yaml",
         phases: vec![
-            PHASE1.to_vec(),
-            steps(&[PHASE2_COMMON, PHASE2_REPAIRS, &["remove"]]),
-            PHASE3.to_vec(),
+            steps(&[PHASE1, PACKAGE1]),
+            steps(&[PACKAGE2_FIRST, PHASE2_COMMON, PHASE2_REPAIRS, PACKAGE2_LAST]),
+            PACKAGE3.to_vec(),
         ],
     }
 }
@@ -181,7 +207,9 @@ fn prerequisite_missing(why: &str) {
 /// running the user data, `nodeprep apply` included, then phase 1) about
 /// 170-240 s, boot 2 about 155-210 s. With a Debian root being built beside
 /// it, boot 2 took 292 s just to reach its scenario: the bound is there to
-/// end a hung guest, not to time a healthy one, hence 900 s.
+/// end a hung guest, not to time a healthy one, hence 900 s (with the
+/// package's steps at a load of 5-6, boot 1 took 417 s; its upgrade step
+/// alone 108 s).
 fn boot_timeout() -> Duration {
     vm::env_secs("NODEPREP_DEBIAN_VM_TIMEOUT", 900)
 }
@@ -243,6 +271,45 @@ fn prepare(binary: &Path, variant: &Variant) -> Result<Prepared, String> {
         images.get("IMAGES_SECONDS")
     ));
 
+    // The package, twice: what cloud-init installs, and the same rebuilt
+    // at a higher version for the upgrade.
+    let started = Instant::now();
+    let upstream = env!("CARGO_PKG_VERSION");
+    let mut debs = Vec::new();
+    for (name, version) in [
+        ("install", format!("{upstream}-1")),
+        ("upgrade", format!("{upstream}-2")),
+    ] {
+        let deb_dir = dir.join("debs").join(name);
+        let _ = fs::remove_dir_all(&deb_dir);
+        let built = vm::run_script(
+            "bash",
+            &vm::repo_dir().join("packaging/build-deb.sh"),
+            &[
+                "--binary",
+                binary_arg,
+                "--deb-version",
+                &version,
+                "--fast",
+                "--out",
+                deb_dir.to_str().expect("UTF-8 work dir"),
+            ],
+        )?;
+        debs.push(built.get("DEB").to_string());
+    }
+    timing(format!(
+        "packages {} in {}",
+        debs.iter()
+            .map(|d| Path::new(d)
+                .file_name()
+                .unwrap()
+                .to_string_lossy()
+                .into_owned())
+            .collect::<Vec<_>>()
+            .join(", "),
+        secs(started.elapsed())
+    ));
+
     // The real user data, with the test's three substitutions, validated.
     let started = Instant::now();
     let source = vm::repo_dir().join(variant.user_data);
@@ -284,6 +351,10 @@ fn prepare(binary: &Path, variant: &Variant) -> Result<Prepared, String> {
             images.get("IMAGES_TAR"),
             "--user-data",
             user_data.get("USER_DATA"),
+            "--deb",
+            &debs[0],
+            "--upgrade-deb",
+            &debs[1],
             "--server-standin",
             images.get("CONSUL_STANDIN_BIN"),
             "--out",

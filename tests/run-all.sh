@@ -37,6 +37,12 @@ cargo clippy --all-targets -- -D warnings
     cargo clippy --all-targets -- -D warnings
     cargo test
 )
+# The Debian package, built with the README's command from this clone, and
+# lintian on it; tests/package.rs checks this same package (NODEPREP_TEST_DEB).
+deb=$(packaging/build-deb.sh | sed -n 's/^DEB=//p')
+dpkg -c "$deb"
+packaging/lintian.sh "$deb"
+export NODEPREP_TEST_DEB=$deb
 cargo test
 cargo bench --bench converge
 cargo bench --bench probes

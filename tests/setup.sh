@@ -12,10 +12,12 @@
 #   systemd, cloud-init, vagrant           systemd-analyze verify, cloud-init schema, vagrant validate
 #   strace                                 the fault suite places signals and errors at exact syscalls
 #   libpam-modules, libpam0g, python3      the real pam_env.so, read through libpam (tests/pam)
+#   lintian, man-db, bash-completion, file the Debian package: lintian, `man`, bash completing from its files
+#   cargo-deb (crates.io, pinned in packaging/build-deb.sh)   builds the package
 #   prometheus-client (PyPI)               the reference parser for --format prometheus
 set -euo pipefail
 
-packages=(systemd cloud-init vagrant qemu-system-x86 busybox-static cpio mmdebstrap e2fsprogs dnsmasq-base bind9-dnsutils iproute2 util-linux docker.io podman curl network-manager dbus docker-registry strace libpam-modules libpam0g python3)
+packages=(systemd cloud-init vagrant qemu-system-x86 busybox-static cpio mmdebstrap e2fsprogs dnsmasq-base bind9-dnsutils iproute2 util-linux docker.io podman curl network-manager dbus docker-registry strace libpam-modules libpam0g python3 lintian man-db bash-completion file)
 
 missing=()
 for p in "${packages[@]}"; do
@@ -30,4 +32,10 @@ fi
 # The reference Prometheus text-format parser, to check --format prometheus.
 python3 -c 'import prometheus_client' 2>/dev/null ||
     python3 -m pip install -q --disable-pip-version-check prometheus-client
+# cargo-deb, at the version the package build pins.
+cargo_deb=$(sed -n 's/^CARGO_DEB_VERSION=//p' "$(dirname "$0")/../packaging/build-deb.sh")
+if [ "$(cargo deb --version 2>/dev/null)" != "cargo-deb $cargo_deb" ]; then
+    echo "setup: installing cargo-deb $cargo_deb"
+    cargo install cargo-deb --version "$cargo_deb" --locked --quiet
+fi
 echo "setup: prerequisites present"

@@ -1,7 +1,7 @@
 //! The shipped systemd units pass the real `systemd-analyze verify`.
 //!
 //! verify checks that ExecStart= exists, so it runs against a root tree that
-//! holds the built binary at /usr/local/bin/nodeprep (where the units expect
+//! holds the built binary at /usr/bin/nodeprep (where the units expect
 //! it) and the host's systemd units (for sysinit.target and friends).
 
 mod common;
@@ -47,10 +47,10 @@ fn units_pass_systemd_analyze_verify() {
     }
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path();
-    std::fs::create_dir_all(root.join("usr/local/bin")).unwrap();
+    std::fs::create_dir_all(root.join("usr/bin")).unwrap();
     std::fs::create_dir_all(root.join("usr/lib/systemd")).unwrap();
     std::fs::create_dir_all(root.join("etc/systemd/system")).unwrap();
-    std::fs::copy(common::BIN, root.join("usr/local/bin/nodeprep")).unwrap();
+    std::fs::copy(common::BIN, root.join("usr/bin/nodeprep")).unwrap();
     let cp = Command::new("cp")
         .arg("-a")
         .arg(system_units)
@@ -73,10 +73,9 @@ fn units_pass_systemd_analyze_verify() {
 
     // The check can fail: a unit whose ExecStart is not absolute is refused.
     let broken = root.join("etc/systemd/system/broken.service");
-    let text = std::fs::read_to_string(&installed[0]).unwrap().replace(
-        "ExecStart=/usr/local/bin/nodeprep",
-        "ExecStart=nodeprep-missing",
-    );
+    let text = std::fs::read_to_string(&installed[0])
+        .unwrap()
+        .replace("ExecStart=/usr/bin/nodeprep", "ExecStart=nodeprep-missing");
     std::fs::write(&broken, text).unwrap();
     let (ok, output) = verify(root, &[broken]);
     assert!(!ok, "verify accepted a broken unit:\n{output}");

@@ -7,14 +7,19 @@
 #
 # Usage:
 #   tests/debian-vm/make-disk.sh --variant NAME --root-tar TAR --binary PATH
-#                                --images TAR --user-data FILE
+#                                --images TAR --user-data FILE --deb FILE
+#                                --upgrade-deb FILE
 #                                --server-standin PATH --out DIR
 #
 #   --variant NAME   the host variant (see "Variants" below)
 #   --root-tar TAR   the root tarball printed by build-root.sh (ROOT_TAR=)
 #   --binary PATH    static nodeprep executable -> /var/lib/nodeprep-test/nodeprep
-#                    (the user data's runcmd installs it in /usr/local/bin,
-#                    in place of configs/cloud-init.yaml's download)
+#                    (the one the packages hold, for reference)
+#   --deb FILE       the nodeprep package -> /var/lib/nodeprep-test/nodeprep.deb
+#                    (the user data's runcmd copies it where
+#                    configs/cloud-init.yaml downloads it, then apt-get installs it)
+#   --upgrade-deb FILE  the same package with a higher version ->
+#                    /var/lib/nodeprep-test/nodeprep-upgrade.deb (package-steps.sh)
 #   --images TAR     `docker save` tarball of make-images.sh ->
 #                    /var/lib/nodeprep-test/images.tar (loaded by runcmd)
 #   --user-data FILE user data made by make-user-data.py from
@@ -36,14 +41,16 @@
 # key of the image's own ("log-driver") that nodeprep must keep.
 #
 # Writes into the image (the files themselves are in tests/debian-vm/guest/):
-#   /var/lib/nodeprep-test/{nodeprep,images.tar}
-#   /usr/local/lib/nodeprep-test/{scenario.sh,lib.sh}
+#   /var/lib/nodeprep-test/{nodeprep,nodeprep.deb,nodeprep-upgrade.deb,images.tar}
+#   /usr/local/lib/nodeprep-test/{scenario.sh,lib.sh,package-steps.sh}
+#   /etc/dpkg/dpkg.cfg.d/nodeprep-test (the package's man page and docs are
+#   installed despite the root's path-exclude of all others)
 #   /etc/systemd/system/nodeprep-test.service     (enabled; runs the scenario)
 #   /etc/systemd/system/nodeprep-uplink.service   (enabled; dummy uplink +
 #                                                  default route, no NIC)
 #   /etc/cloud/cloud.cfg.d/90-nodeprep-test.cfg, NoCloud seed directory
 #   /etc/fstab, /etc/hostname, /etc/hosts, /etc/resolv.conf
-# and no /usr/local/bin/nodeprep nor /etc/nodeprep/nodeprep.toml: cloud-init
+# and no nodeprep package nor /etc/nodeprep/nodeprep.toml: cloud-init
 # installs and writes them from the user data. apt's sources are removed
 # (see below).
 #
@@ -82,6 +89,8 @@ while [ $# -gt 0 ]; do
         --binary) BINARY=$2; shift 2 ;;
         --images) IMAGES=$2; shift 2 ;;
         --user-data) USER_DATA=$2; shift 2 ;;
+        --deb) DEB=$2; shift 2 ;;
+        --upgrade-deb) UPGRADE_DEB=$2; shift 2 ;;
         --server-standin) SERVER_STANDIN=$2; shift 2 ;;
         --out) OUT=$2; shift 2 ;;
         -h|--help) sed -n '2,43p' "$0"; exit 0 ;;
@@ -93,6 +102,8 @@ case $VARIANT in resolved | plain | resolved-only) ;; *) die "--variant: unknown
 [ -x "${BINARY:-/nonexistent}" ] || die "--binary: not an executable: ${BINARY:-(none)}"
 [ -f "${IMAGES:-/nonexistent}" ] || die "--images: no such file: ${IMAGES:-(none)}"
 [ -f "${USER_DATA:-/nonexistent}" ] || die "--user-data: no such file: ${USER_DATA:-(none)}"
+[ -f "${DEB:-/nonexistent}" ] || die "--deb: no such file: ${DEB:-(none)}"
+[ -f "${UPGRADE_DEB:-/nonexistent}" ] || die "--upgrade-deb: no such file: ${UPGRADE_DEB:-(none)}"
 [ -x "${SERVER_STANDIN:-/nonexistent}" ] || die "--server-standin: not an executable: ${SERVER_STANDIN:-(none)}"
 [ -n "$OUT" ] || die "--out DIR is required"
 [ "$(id -u)" = 0 ] || prereq_missing "make-disk.sh must run as root (the image keeps the root's owners)"
@@ -124,10 +135,27 @@ cp "$KERNEL" "$OUT/vmlinuz"
 cp "$STAGE/boot/initrd.img-$KREL" "$OUT/initrd.img"
 
 # ------------------------------------------------------ nodeprep + test ----
-# Not in /usr/local/bin: the user data's runcmd installs it from here, as
-# configs/cloud-init.yaml installs it from NODEPREP_URL.
+# The user data's runcmd installs the package from here, as
+# configs/cloud-init.yaml installs it from NODEPREP_DEB_URL.
 install -d -m 0755 "$STAGE/var/lib/nodeprep-test"
 install -m 0755 "$BINARY" "$STAGE/var/lib/nodeprep-test/nodeprep"
+install -m 0644 "$DEB" "$STAGE/var/lib/nodeprep-test/nodeprep.deb"
+install -m 0644 "$UPGRADE_DEB" "$STAGE/var/lib/nodeprep-test/nodeprep-upgrade.deb"
+install -D -m 0644 "$GUEST/package-steps.sh" "$STAGE/usr/local/lib/nodeprep-test/package-steps.sh"
+# The root drops every man page and doc when dpkg unpacks (build-root.sh's
+# path-exclude, kept in the root's dpkg config); the package's own are
+# part of what the scenario checks (`man nodeprep`). Read after
+# 99mmdebstrap, so the includes win. The directories too: dpkg does not
+# create an excluded parent of an included file (measured: "unable to
+# create '/usr/share/man/man8/nodeprep.8.gz.dpkg-new'").
+printf 'path-include=%s\n' /usr/share/man/man8 /usr/share/man/man8/nodeprep.8.gz \
+    /usr/share/doc/nodeprep /usr/share/doc/nodeprep/examples '/usr/share/doc/nodeprep/*' \
+    >"$STAGE/etc/dpkg/dpkg.cfg.d/nodeprep-test"
+# man-db's dpkg trigger rebuilds its index after every install and removal
+# (mandb); `man nodeprep` finds the page without it. Off, as Debian's
+# man-db/auto-update does it: the package steps install and remove the
+# package four times, each under TCG.
+rm -f "$STAGE/var/lib/man-db/auto-update"
 install -m 0644 "$IMAGES" "$STAGE/var/lib/nodeprep-test/images.tar"
 install -D -m 0755 "$GUEST/scenario.sh" "$STAGE/usr/local/lib/nodeprep-test/scenario.sh"
 install -D -m 0644 "$GUEST/lib.sh" "$STAGE/usr/local/lib/nodeprep-test/lib.sh"

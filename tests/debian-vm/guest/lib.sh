@@ -98,7 +98,7 @@ run() {
 np() {
     NP_RC=0
     echo "\$ nodeprep $*" >>"$STEP_LOG"
-    timeout "$NP_TIMEOUT" /usr/local/bin/nodeprep "$@" >"$NP_OUT" 2>"$NP_ERR" || NP_RC=$?
+    timeout "$NP_TIMEOUT" /usr/bin/nodeprep "$@" >"$NP_OUT" 2>"$NP_ERR" || NP_RC=$?
     sed 's/^/  stdout: /' "$NP_OUT" >>"$STEP_LOG"
     sed 's/^/  stderr: /' "$NP_ERR" >>"$STEP_LOG"
     echo "  exit status: $NP_RC" >>"$STEP_LOG"

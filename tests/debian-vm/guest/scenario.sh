@@ -6,25 +6,30 @@
 #
 # The host is brought up by the real configs/cloud-init.yaml (made into the
 # NoCloud user data by make-user-data.py, with three test-plumbing
-# substitutions: nodeprep copied from the disk instead of downloaded, the
-# TEST STAND-IN images named in nodeprep.toml, and those images loaded with
-# `docker load` first). cloud-init's runcmd installs nodeprep and runs
-# `nodeprep apply`; this unit runs after cloud-final.service and checks the
-# result. The containers run the stand-ins (NOT Consul, NOT registrator):
-# they read the config nodeprep wrote and answer HTTP and DNS where a real
-# agent would, which is what nodeprep's probes ask.
+# substitutions: the nodeprep package copied from the disk instead of
+# downloaded, the TEST STAND-IN images named in nodeprep.toml, and those
+# images loaded with `docker load` first). cloud-init's runcmd installs the
+# package with apt-get and runs `nodeprep apply`; this unit runs after
+# cloud-final.service and checks the result. The package's own steps (its
+# boot unit, audit timer, man page, completion, upgrade and removal) are in
+# package-steps.sh. The containers run the stand-ins (NOT Consul, NOT
+# registrator): they read the config nodeprep wrote and answer HTTP and DNS
+# where a real agent would, which is what nodeprep's probes ask.
 #
 # Three boots. The phase is kept on the disk in /var/lib/nodeprep-test/phase:
 #   phase 1 (first boot): cloud-init-done, check-all-ok, apply-second-noop,
-#           dnsmasq-chain, container-dns, login-env; then a reboot (the host
+#           dnsmasq-chain, container-dns, login-env, package-installed,
+#           man-and-completion, check-timer-reports; then a reboot (the host
 #           runs qemu with -no-reboot, so the guest's reboot ends that qemu,
 #           and the host boots the same disk again: see tests/debian_vm.rs);
-#   phase 2 (second boot): reboot-persists, dnsmasq-after-reboot,
-#           apply-after-reboot-noop, drift-detected-and-repaired,
-#           repair-with-networkd-active, remove; then a reboot;
+#   phase 2 (second boot): boot-unit-repaired, reboot-persists,
+#           dnsmasq-after-reboot, apply-after-reboot-noop,
+#           drift-detected-and-repaired, repair-with-networkd-active,
+#           upgrade-keeps-conffile, remove, package-removed; then a reboot;
 #   phase 3 (third boot): removed-after-reboot (the host as it was before
 #           nodeprep, per /var/lib/nodeprep-test/pre, made with the disk),
-#           apply-again; then NODEPREP-SCENARIO-END and poweroff.
+#           package-reinstalled, apply-again, apt-remove-keeps-layout; then
+#           NODEPREP-SCENARIO-END and poweroff.
 # Markers on the serial console: NODEPREP-BOOT, NODEPREP-STEP, NODEPREP-NOTE,
 # NODEPREP-REBOOTING, NODEPREP-SCENARIO-END (see lib.sh).
 
@@ -47,7 +52,7 @@ FILES=(
     /etc/environment
 )
 # Every resource and probe nodeprep reports (README: JSON output).
-RESOURCES="consul,consul-config,dnsmasq,docker-dns,environment,link,networkd,registrator,resolver"
+RESOURCES="consul,consul-config,dnsmasq,docker-dns,environment,link,network,podman-boot,registrator,resolver"
 PROBES="consul-dns,consul-exposure,consul-http,host-dns,registrator,upstream-dns"
 # The host variant make-disk.sh made (see there): resolved, plain,
 # resolved-only. The last one runs dns.backend = "resolved" (no dnsmasq).
@@ -231,8 +236,11 @@ step_cloud_init_done() {
     # cloud-init's own schema check at boot.
     ! grep -q 'Invalid cloud-config provided' /var/log/cloud-init.log ||
         why "cloud-init logged 'Invalid cloud-config provided' at boot: $(grep -m1 'Invalid cloud-config' /var/log/cloud-init.log)"
-    # runcmd installed the binary from the disk (in place of the download).
-    run cmp "$STATE/nodeprep" /usr/local/bin/nodeprep
+    # runcmd took the package from the disk (in place of the download) and
+    # installed it with apt-get (package-installed has the details).
+    run cmp "$STATE/nodeprep.deb" /run/nodeprep.deb
+    [ "$(dpkg-query -W -f='${Status}' nodeprep 2>&1)" = "install ok installed" ] ||
+        why "the nodeprep package is not installed: $(dpkg-query -W -f='${Status}' nodeprep 2>&1)"
     grep -q 'nodeprep-test/consul-standin:1' /etc/nodeprep/nodeprep.toml ||
         why "/etc/nodeprep/nodeprep.toml (write_files) does not name the stand-in image"
     { echo "--- $CLOUD_OUTPUT"; cat "$CLOUD_OUTPUT"; } >>"$STEP_LOG" 2>&1
@@ -591,13 +599,17 @@ step_login_env() {
     echo "# a non-login shell of this unit: CONSUL_HTTP_ADDR=$out" >>"$STEP_LOG"
 }
 
-# After the reboot, before nodeprep runs again (cloud-init's runcmd is
-# per-instance: it does not run again): networkd made dummy0 from nodeprep's
-# files, dnsmasq runs, dockerd brought both containers back (restart policy
+# After the reboot (cloud-init's runcmd is per-instance: it does not run
+# again; the only apply of this boot is the package's boot unit, see
+# boot-unit-repaired): networkd configures dummy0 from nodeprep's files,
+# dnsmasq runs, dockerd brought both containers back (restart policy
 # always), and the audit is clean.
 step_reboot_persists() {
     local t
-    [ ! -e "$NP_LOCK" ] || why "$NP_LOCK exists: a nodeprep apply already ran in this boot"
+    # The boot unit found networkd's files in place (it repaired only the
+    # drift left before the reboot).
+    grep -Eq '^ok +network ' "$RUN_DIR/boot-unit.log" 2>/dev/null ||
+        why "the boot unit's apply did not find network ok: $(grep -E ' network ' "$RUN_DIR/boot-unit.log" 2>&1)"
     local lines
     lines=$(cloud_apply_lines)
     [ "$lines" = "$(cat "$STATE/cloud-apply-lines" 2>/dev/null)" ] ||
@@ -645,8 +657,9 @@ step_apply_after_reboot_noop() {
     expect_json "$NP_OUT" 'd["summary"]["changed"]' 0
     expect_json "$NP_OUT" 'd["summary"]["failed"]' 0
     snapshot >"$RUN_DIR/snap.after-reboot"
-    if ! diff -u "$STATE/snap.phase1" "$RUN_DIR/snap.after-reboot" >>"$STEP_LOG"; then
-        why "files changed between the end of boot 1 and the apply after the reboot (diff above)"
+    # As the host booted: after the boot unit's repair (boot-unit-repaired).
+    if ! diff -u "$RUN_DIR/snap.boot2" "$RUN_DIR/snap.after-reboot" >>"$STEP_LOG"; then
+        why "files changed between the start of the scenario in boot 2 and the apply (diff above)"
     fi
     container_identity >"$RUN_DIR/containers.after"
     if ! diff -u "$RUN_DIR/containers.before" "$RUN_DIR/containers.after" >>"$STEP_LOG"; then
@@ -699,12 +712,12 @@ step_repair_with_networkd_active() {
     run rm /etc/systemd/network/10-dummy0.network
     np --format json check --no-probes
     expect_rc 2
-    expect_json "$NP_OUT" "$DRIFTED" "link,networkd"
+    expect_json "$NP_OUT" "$DRIFTED" "link,network"
     np_planned apply
     expect_rc 0
     expect_json "$NP_OUT" 'd["summary"]["failed"]' 0
     expect_json "$NP_OUT" '[r["status"] for r in d["resources"] if r["id"] == "link"]' "['changed']"
-    expect_json "$NP_OUT" '[r["status"] for r in d["resources"] if r["id"] == "networkd"]' "['changed']"
+    expect_json "$NP_OUT" '[r["status"] for r in d["resources"] if r["id"] == "network"]' "['changed']"
     [ -f /etc/systemd/network/10-dummy0.network ] || why "10-dummy0.network was not written back"
     dummy0_has_addr || why "dummy0 lacks $LINK_ADDR/32 right after apply"
     local t
@@ -729,7 +742,7 @@ step_remove() {
     expect_rc 0
     expect_json "$NP_OUT" 'd["summary"]["failed"]' 0
     expect_json "$NP_OUT" '",".join(r["id"] for r in d["resources"])' \
-        "registrator,consul,docker-dns,environment,consul-config,resolver,dnsmasq,networkd,link"
+        "registrator,consul,podman-boot,docker-dns,environment,consul-config,resolver,dnsmasq,network,link"
     # The files nodeprep merged into are as they were before it.
     run cmp "$STATE/pre/daemon.json" /etc/docker/daemon.json
     run cmp "$STATE/pre/resolv.conf" /etc/resolv.conf
@@ -786,7 +799,7 @@ step_apply_again() {
     expect_rc 0
     expect_json "$NP_OUT" 'd["summary"]["failed"]' 0
     expect_json "$NP_OUT" '",".join(sorted(r["id"] for r in d["resources"] if r["status"] == "changed"))' \
-        "consul,consul-config,dnsmasq,docker-dns,environment,link,networkd,registrator,resolver"
+        "consul,consul-config,dnsmasq,docker-dns,environment,link,network,registrator,resolver"
     dummy0_has_addr || why "dummy0 lacks $LINK_ADDR/32 after apply"
     np_until 60 0 --format json check
     expect_rc 0
@@ -794,9 +807,24 @@ step_apply_again() {
     expect_forwarded "$LINK_ADDR"
 }
 
+# The Debian package's steps (after the helpers above, which they use).
+# shellcheck source=package-steps.sh
+. /usr/local/lib/nodeprep-test/package-steps.sh
+
 # ------------------------------------------------------------- phases ----
 
+# The package's audit timer runs `nodeprep check --report-consul` 5 minutes
+# after boot. The plain host tests it (package-steps.sh); on the other hosts
+# it is stopped for the boot, so that its reports do not race the steps that
+# report to the agent themselves (report-ttl, no-leader).
+pause_audit_timer() {
+    [ "$VARIANT" != plain ] || return 0
+    systemctl stop nodeprep-check.timer nodeprep-check.service 2>&1 | note_lines "stop the audit timer"
+    note "boot $boots: the package's audit timer is stopped for this boot (tested on the plain host)"
+}
+
 phase1() {
+    pause_audit_timer
     note "boot 1: scenario starts at uptime $(uptime_s)s; kernel $(uname -r); $(systemctl --version | head -n 1); $(dnsmasq --version | head -n 1); docker $(docker version -f '{{.Server.Version}} (API {{.Server.APIVersion}})' 2>&1)"
     note "boot 1: cloud-final.service started at uptime $(awk -v a="$(unit_prop cloud-final ExecMainStartTimestampMonotonic)" 'BEGIN { printf "%.1f", a / 1e6 }')s, ended at $(awk -v a="$(unit_prop cloud-final ExecMainExitTimestampMonotonic)" 'BEGIN { printf "%.1f", a / 1e6 }')s; docker started at $(awk -v a="$(unit_prop docker ExecMainStartTimestampMonotonic)" 'BEGIN { printf "%.1f", a / 1e6 }')s"
     # What nodeprep printed under cloud-init (runcmd).
@@ -828,9 +856,18 @@ phase1() {
     snapshot >"$STATE/snap.phase1"
     container_identity >"$STATE/containers.phase1"
     cloud_apply_lines >"$STATE/cloud-apply-lines"
+
+    if [ "$VARIANT" = plain ]; then
+        run_step package-installed step_package_installed
+        note_lines "boot 1 dpkg -V nodeprep" <"$RUN_DIR/dpkg-verify" 2>/dev/null || true
+        run_step man-and-completion step_man_and_completion
+        run_step check-timer-reports step_check_timer_reports
+        note "boot 1: the agent's nodeprep check after drift: $(cat "$RUN_DIR/agent-check" 2>/dev/null)"
+    fi
 }
 
 phase2() {
+    pause_audit_timer
     note "boot 2: scenario starts at uptime $(uptime_s)s"
     cloud-init status --long 2>&1 | note_lines "boot 2 cloud-init"
     note_host_state "boot 2 before nodeprep"
@@ -842,7 +879,15 @@ phase2() {
     wo_end=$(unit_prop systemd-networkd-wait-online ExecMainExitTimestampMonotonic)
     note "boot 2: systemd-networkd-wait-online is-enabled=$(systemctl is-enabled systemd-networkd-wait-online 2>&1) active=$(systemctl is-active systemd-networkd-wait-online 2>&1) result=$(unit_prop systemd-networkd-wait-online Result), ran $(awk -v a="${wo_start:-0}" -v b="${wo_end:-0}" 'BEGIN { printf "%.1f", (b - a) / 1e6 }')s; network-online.target reached at uptime $(awk -v a="$(unit_prop network-online.target ActiveEnterTimestampMonotonic)" 'BEGIN { printf "%.1f", a / 1e6 }')s; dnsmasq started at $(awk -v a="$(unit_prop dnsmasq ExecMainStartTimestampMonotonic)" 'BEGIN { printf "%.1f", a / 1e6 }')s, docker at $(awk -v a="$(unit_prop docker ExecMainStartTimestampMonotonic)" 'BEGIN { printf "%.1f", a / 1e6 }')s, cloud-final ended at $(awk -v a="$(unit_prop cloud-final ExecMainExitTimestampMonotonic)" 'BEGIN { printf "%.1f", a / 1e6 }')s"
     journalctl -b -u systemd-networkd -o short-monotonic --no-pager 2>&1 | grep -i 'dummy0' | note_lines "boot 2 networkd journal"
+    note "boot 2: nodeprep.service started at uptime $(awk -v a="$(unit_prop nodeprep.service ExecMainStartTimestampMonotonic)" 'BEGIN { printf "%.1f", a / 1e6 }')s, ended at $(awk -v a="$(unit_prop nodeprep.service ExecMainExitTimestampMonotonic)" 'BEGIN { printf "%.1f", a / 1e6 }')s"
+    snapshot >"$RUN_DIR/snap.boot2"
 
+    if [ "$VARIANT" = plain ]; then
+        run_step boot-unit-repaired step_boot_unit_repaired
+    else
+        journalctl -b -u nodeprep.service -o cat --no-pager >"$RUN_DIR/boot-unit.log" 2>&1
+    fi
+    note_lines "boot 2 nodeprep.service" <"$RUN_DIR/boot-unit.log" 2>/dev/null || true
     run_step reboot-persists step_reboot_persists
     note "boot 2: reboot-persists: polling nodeprep check ended with $(cat "$RUN_DIR/check2.waited" 2>/dev/null)"
     note_report "boot 2 check" "$RUN_DIR/check2.json"
@@ -870,17 +915,23 @@ phase2() {
             run_step no-leader step_no_leader
             run_step single-server step_single_server
             ;;
-        plain) run_step remove step_remove ;;
+        plain)
+            run_step upgrade-keeps-conffile step_upgrade_keeps_conffile
+            run_step remove step_remove
+            note_report "remove" "$RUN_DIR/remove.json"
+            run_step package-removed step_package_removed
+            ;;
     esac
-    note_report "remove" "$RUN_DIR/remove.json"
 }
 
 phase3() {
     note "boot 3: scenario starts at uptime $(uptime_s)s"
     note_host_state "boot 3 before nodeprep"
     run_step removed-after-reboot step_removed_after_reboot
+    run_step package-reinstalled step_package_reinstalled
     run_step apply-again step_apply_again
     note_host_state "boot 3 end"
+    run_step apt-remove-keeps-layout step_apt_remove_keeps_layout
 }
 
 mkdir -p "$STATE"
