@@ -307,23 +307,12 @@ fn rand_id() -> u16 {
 fn registrator(host: &Host) -> Result<Finding> {
     let name = &host.cfg.registrator.container.0;
     let docker = host.facts.docker()?;
-    let Some(c) = docker.inspect(name)? else {
+    let Some(c) =
+        docker.inspect_settled(name, timeout(host).min(Duration::from_millis(600)) / 2)?
+    else {
         return Ok(Finding::Problem(format!("container {name} does not exist")));
     };
-    // Docker backs off between restarts of a crashing container (100 ms,
-    // doubling to a minute) and reports Restarting meanwhile: a crash loop
-    // is mostly seen as restarting, rarely as running. Podman restarts it
-    // at once and never reports Restarting: it is seen running (just
-    // started) or stopped, with a climbing restart count. So a container
-    // that has restarted and is stopped or just started is looked at again
-    // a moment later: a count that moved on is a crash loop.
-    let mut looping = c.restarting;
-    if !looping && c.restart_count > 0 && (!c.running || just_started(&c.started_at)) {
-        std::thread::sleep(timeout(host).min(Duration::from_millis(600)) / 2);
-        if let Some(again) = docker.inspect(name)? {
-            looping = again.restart_count > c.restart_count || again.restarting;
-        }
-    }
+    let looping = c.restarting;
     Ok(if looping {
         Finding::Problem(format!(
             "{name} is crash-looping: restarting after {} restarts (last exit code {})",
@@ -339,14 +328,6 @@ fn registrator(host: &Host) -> Result<Finding> {
     })
 }
 
-/// Whether an engine's `StartedAt` (RFC 3339, UTC) is less than 3 s ago.
-fn just_started(started_at: &str) -> bool {
-    humantime::parse_rfc3339_weak(started_at.trim_end_matches('Z'))
-        .ok()
-        .and_then(|t| std::time::SystemTime::now().duration_since(t).ok())
-        .is_none_or(|age| age < Duration::from_secs(3))
-}
-
 fn consul_exposure(host: &Host) -> Result<Finding> {
     let bind = host.facts.bind_addr()?.ip;
     let addr = SocketAddr::new(bind, host.cfg.consul.http_port.0);
@@ -356,14 +337,4 @@ fn consul_exposure(host: &Host) -> Result<Finding> {
         )),
         Err(e) => Finding::Ok(format!("HTTP API not reachable on {addr} ({e})")),
     })
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn engine_start_times_are_read_to_the_second() {
-        assert!(!super::just_started("2020-01-01T00:00:00.123456789Z"));
-        let now = humantime::format_rfc3339_nanos(std::time::SystemTime::now()).to_string();
-        assert!(super::just_started(&now));
-    }
 }

@@ -66,6 +66,13 @@ fn an_image_that_cannot_be_pulled_is_a_clear_error() {
 }
 
 #[test]
+fn a_config_the_agent_refuses_is_reported_in_its_words() {
+    if docker::docker_or_skip() {
+        scenarios::a_config_the_agent_refuses_is_reported_in_its_words();
+    }
+}
+
+#[test]
 fn a_crash_looping_registrator_is_reported_by_its_probe() {
     if docker::docker_or_skip() {
         scenarios::a_crash_looping_registrator_is_reported_by_its_probe();

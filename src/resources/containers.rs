@@ -238,7 +238,8 @@ fn observe(
         });
     }
     let docker = host.facts.docker()?;
-    let container = docker.inspect(name)?;
+    // A crash-looping agent can be caught in the moment it runs: settled.
+    let container = docker.inspect_settled(name, std::time::Duration::from_millis(300))?;
     let mut image_present = true;
     let mut bind = Err("not needed".to_string());
     if ensure == Ensure::Present {
@@ -388,11 +389,24 @@ fn diff(
         ),
         ..Plan::default()
     };
+    let said = |c: &ContainerState| match &c.last_output {
+        Some(out) => format!("; its last output: {out}"),
+        None => String::new(),
+    };
     if c.restarting && !restart_for_config {
         bail!(
-            "container {name} keeps restarting (last exit code {}, {} restarts): see `docker logs {name}`",
-            c.exit_code, c.restart_count
+            "container {name} keeps restarting (last exit code {}, {} restarts){}: see `docker logs {name}`",
+            c.exit_code,
+            c.restart_count,
+            said(c)
         );
+    }
+    if !c.running && !c.restarting && c.exit_code != 0 {
+        plan.notes.push(format!(
+            "{name} had exited with code {}{}",
+            c.exit_code,
+            said(c)
+        ));
     }
     if !c.running && !c.restarting {
         plan.actions.push(Action::Container(ContainerOp::Start {
@@ -427,6 +441,7 @@ mod tests {
             started_at: "2026-01-01T00:00:00Z".into(),
             restart_count: 0,
             exit_code: 0,
+            last_output: None,
         }
     }
 

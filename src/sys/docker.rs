@@ -59,6 +59,10 @@ pub struct ContainerState {
     pub started_at: String,
     pub restart_count: i64,
     pub exit_code: i64,
+    /// The container's last lines of output when it is restarting or has
+    /// exited with an error: why it stopped, in its own words (a Consul
+    /// agent that refuses its configuration says which key).
+    pub last_output: Option<String>,
 }
 
 /// One step of an image pull, for progress display.
@@ -275,7 +279,64 @@ impl Docker {
                 self.socket.display()
             ));
         }
-        Ok(Some(container_state(&doc)))
+        let mut state = container_state(&doc);
+        if state.restarting || (!state.running && state.exit_code != 0) {
+            // Best effort: the state alone is still worth reporting.
+            state.last_output = self.last_output(name).ok().filter(|o| !o.is_empty());
+        }
+        Ok(Some(state))
+    }
+
+    /// [`Docker::inspect`], with a crash loop told from a running
+    /// container. Docker backs off between restarts of a crashing container
+    /// (100 ms, doubling to a minute) and reports Restarting meanwhile: a
+    /// crash loop is mostly seen as restarting, rarely as running. Podman
+    /// restarts it at once and never reports Restarting: it is seen running
+    /// (just started) or stopped, with a climbing restart count. So a
+    /// container that has restarted and is stopped or just started is
+    /// looked at again after `pause`: a count that moved on is a crash
+    /// loop, reported as `restarting`.
+    pub fn inspect_settled(&self, name: &str, pause: Duration) -> Result<Option<ContainerState>> {
+        let Some(c) = self.inspect(name)? else {
+            return Ok(None);
+        };
+        if c.restarting || c.restart_count == 0 || (c.running && !just_started(&c.started_at)) {
+            return Ok(Some(c));
+        }
+        std::thread::sleep(pause);
+        let Some(mut again) = self.inspect(name)? else {
+            return Ok(None);
+        };
+        if again.restart_count > c.restart_count || again.restarting {
+            again.restarting = true;
+            if again.last_output.is_none() {
+                again.last_output = self.last_output(name).ok().filter(|o| !o.is_empty());
+            }
+        }
+        Ok(Some(again))
+    }
+
+    /// The last lines a container wrote (stdout and stderr), at most 3 and
+    /// at most 512 bytes, on one line.
+    fn last_output(&self, name: &str) -> std::io::Result<String> {
+        let (status, body) = self.get(&format!(
+            "/containers/{name}/logs?stdout=true&stderr=true&tail=3"
+        ))?;
+        if status != 200 {
+            return Ok(String::new());
+        }
+        let text = demux_log(&body);
+        let joined = text
+            .lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty())
+            .collect::<Vec<_>>()
+            .join(" | ");
+        let mut end = joined.len().min(512);
+        while !joined.is_char_boundary(end) {
+            end -= 1;
+        }
+        Ok(joined[..end].to_string())
     }
 
     /// `GET path` on the engine's socket as HTTP/1.0: the engine answers
@@ -492,7 +553,39 @@ fn container_state(doc: &serde_json::Value) -> ContainerState {
         started_at: state["StartedAt"].as_str().unwrap_or_default().to_string(),
         restart_count: doc["RestartCount"].as_i64().unwrap_or(0),
         exit_code: state["ExitCode"].as_i64().unwrap_or(0),
+        last_output: None,
     }
+}
+
+/// Whether an engine's `StartedAt` (RFC 3339, UTC) is less than 3 s ago.
+fn just_started(started_at: &str) -> bool {
+    humantime::parse_rfc3339_weak(started_at.trim_end_matches('Z'))
+        .ok()
+        .and_then(|t| std::time::SystemTime::now().duration_since(t).ok())
+        .is_none_or(|age| age < Duration::from_secs(3))
+}
+
+/// The text of a log answer. Without a TTY both engines frame each chunk
+/// with an 8-byte header (stream, 0, 0, 0, big-endian length); anything
+/// that does not parse as frames is taken as plain text.
+fn demux_log(body: &[u8]) -> String {
+    let mut out = Vec::new();
+    let mut rest = body;
+    while rest.len() >= 8 && rest[0] <= 2 && rest[1..4] == [0, 0, 0] {
+        let len = u32::from_be_bytes([rest[4], rest[5], rest[6], rest[7]]) as usize;
+        if rest.len() < 8 + len {
+            break;
+        }
+        out.extend_from_slice(&rest[8..8 + len]);
+        rest = &rest[8 + len..];
+    }
+    if !rest.is_empty() {
+        if out.is_empty() {
+            return String::from_utf8_lossy(body).into_owned();
+        }
+        out.extend_from_slice(rest);
+    }
+    String::from_utf8_lossy(&out).into_owned()
 }
 
 /// Asks the engine on `socket` who it is: `GET /_ping` over the socket with
@@ -676,6 +769,24 @@ pub fn since_boot(t: std::time::SystemTime) -> Option<Duration> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn engine_start_times_are_read_to_the_second() {
+        assert!(!just_started("2020-01-01T00:00:00.123456789Z"));
+        let now = humantime::format_rfc3339_nanos(std::time::SystemTime::now()).to_string();
+        assert!(just_started(&now));
+    }
+
+    #[test]
+    fn log_frames_are_joined_and_plain_text_is_kept() {
+        let mut framed = vec![2, 0, 0, 0, 0, 0, 0, 6];
+        framed.extend_from_slice(b"error ");
+        framed.extend_from_slice(&[1, 0, 0, 0, 0, 0, 0, 2]);
+        framed.extend_from_slice(b"x\n");
+        assert_eq!(demux_log(&framed), "error x\n");
+        assert_eq!(demux_log(b"plain line\n"), "plain line\n");
+        assert_eq!(demux_log(b""), "");
+    }
 
     #[test]
     fn reads_the_engine_maximum_from_a_too_new_error() {

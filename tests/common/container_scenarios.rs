@@ -725,3 +725,48 @@ pub fn a_missing_image_is_pulled_with_progress_and_runs() {
     assert_eq!(image_of(&h.inspect(&h.consul)), image.0);
     h.check().expect_code(0);
 }
+
+/// A configuration real Consul 1.20 refuses (a key it does not know, in a
+/// file an operator added to the agent's config dir): the consul stand-in
+/// refuses it the same way, and the audit reports the agent down with the
+/// agent's own words, so the operator sees which key. (The `consul-http`
+/// probe of an agent that is not running is drift: tests/probes.rs.)
+pub fn a_config_the_agent_refuses_is_reported_in_its_words() {
+    let h = Host::new("refused");
+    h.apply().expect_code(0);
+    let extra = h.path("consul.d/zz-operator.json");
+    std::fs::write(&extra, "{\"no_such_key\": true}\n").unwrap();
+    std::fs::set_permissions(&extra, std::os::unix::fs::PermissionsExt::from_mode(0o644)).unwrap();
+    docker::docker_ok(&["restart", &h.consul]);
+    // Its earlier logs still hold the ready line: wait for the restart
+    // policy to have brought it back after a failed start instead.
+    docker::wait_for("the agent refusing its config", WAIT, || {
+        let s = docker::container_state(&h.consul)?;
+        (s.restart_count > 0 && s.exit_code != 0).then_some(())
+    });
+    assert!(
+        docker::logs(&h.consul).contains("invalid config key no_such_key"),
+        "{}",
+        docker::logs(&h.consul)
+    );
+    // Under restart policy `always` the agent is mostly waiting for its
+    // next start, but may be caught in the milliseconds it runs: look again.
+    let mut seen = Vec::new();
+    for _ in 0..20 {
+        let check = h.check();
+        assert_ne!(check.code, 0, "{}", check.stdout);
+        let (status, detail) = status_of(&check, "consul");
+        if status == "failed" {
+            eprintln!("consul on {:?}: {detail}", docker::engine());
+            assert!(detail.contains("keeps restarting"), "{detail}");
+            assert!(
+                detail.contains("invalid config key no_such_key"),
+                "the agent's message is not in the report: {detail}"
+            );
+            return;
+        }
+        seen.push(format!("{status}: {detail}"));
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    panic!("the consul resource never reported the refused config: {seen:#?}");
+}
