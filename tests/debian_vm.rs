@@ -3,9 +3,9 @@
 //! The busybox VM of tests/vm_kernel.rs proves the netlink and file work on
 //! a real kernel; this tier boots whole Debian hosts (systemd, Debian's own
 //! kernel, systemd-networkd, systemd-resolved or a plain resolv.conf,
-//! Debian's dnsmasq, docker.io, cloud-init) and brings them up end to end as
-//! an operator would: cloud-init runs the real user data
-//! (`configs/cloud-init.yaml`, or `configs/cloud-init-resolved.yaml`), whose
+//! Debian's dnsmasq, docker.io or Podman, cloud-init) and brings them up end
+//! to end as an operator would: cloud-init runs the real user data
+//! (`configs/cloud-init.yaml`, or `configs/cloud-init-podman.yaml`), whose
 //! runcmd installs the nodeprep Debian package with apt-get and runs
 //! `nodeprep apply`; the scenario then
 //! audits the host with live probes, resolves the consul domain and other
@@ -28,8 +28,9 @@
 //! - `debian_vm_trixie_plain`: Debian 13, no systemd-resolved (a plain
 //!   /etc/resolv.conf), dnsmasq backend, Docker; three boots: the same
 //!   scenario, then `remove`, a reboot, and `apply` again;
-//! - `debian_vm_bookworm_resolved_only`: Debian 12, `dns.backend =
-//!   "resolved"`, no dnsmasq package; two boots.
+//! - `debian_vm_bookworm_resolved_podman`: Debian 12, `dns.backend =
+//!   "resolved"`, no dnsmasq package, rootful Podman instead of docker.io
+//!   (podman-restart.service brings the containers back); two boots.
 //!
 //! - `tests/debian-vm/build-root.sh --suite S` makes a root with mmdebstrap
 //!   and caches it as a tarball in `$NODEPREP_TEST_CACHE/debian-vm` (default
@@ -184,12 +185,13 @@ fn trixie_plain() -> Variant {
     }
 }
 
-/// Debian 12, dns.backend = "resolved", no dnsmasq package.
-fn bookworm_resolved_only() -> Variant {
+/// Debian 12, dns.backend = "resolved", no dnsmasq package, and rootful
+/// Podman as the engine (no docker.io).
+fn bookworm_resolved_podman() -> Variant {
     Variant {
-        name: "resolved-only",
+        name: "resolved-podman",
         suite: "bookworm",
-        user_data: "configs/cloud-init-resolved.yaml",
+        user_data: "configs/cloud-init-podman.yaml",
         phases: vec![PHASE1.to_vec(), PHASE2_COMMON.to_vec()],
     }
 }
@@ -439,8 +441,8 @@ fn debian_vm_trixie_plain() {
 }
 
 #[test]
-fn debian_vm_bookworm_resolved_only() {
-    run_variant(bookworm_resolved_only());
+fn debian_vm_bookworm_resolved_podman() {
+    run_variant(bookworm_resolved_podman());
 }
 
 /// Prepares the variant's disk and boots it once per phase; every phase

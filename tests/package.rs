@@ -174,6 +174,10 @@ fn dpkg_lists_every_file() {
             "/usr/share/doc/nodeprep/examples/cloud-init-resolved.yaml",
             "-rw-r--r--",
         ),
+        (
+            "/usr/share/doc/nodeprep/examples/cloud-init-podman.yaml",
+            "-rw-r--r--",
+        ),
         ("/usr/share/lintian/overrides/nodeprep", "-rw-r--r--"),
     ];
     let got: Vec<(&str, &str)> = files
@@ -213,6 +217,7 @@ fn dpkg_lists_every_file() {
         "nodeprep-server.toml",
         "cloud-init.yaml",
         "cloud-init-resolved.yaml",
+        "cloud-init-podman.yaml",
     ] {
         same(
             &format!("usr/share/doc/nodeprep/examples/{example}"),

@@ -33,12 +33,15 @@
 #              drop-in); Debian's dnsmasq and Docker
 #   plain      no systemd-resolved (purged): a plain /etc/resolv.conf naming
 #              the site's DNS server; dnsmasq and Docker
-#   resolved-only  systemd-resolved active, dnsmasq's package purged (its
-#              dnsmasq-base binary stays: NetworkManager depends on it)
+#   resolved-podman  systemd-resolved active, dnsmasq's package purged (its
+#              dnsmasq-base binary stays: NetworkManager depends on it),
+#              docker.io purged: rootful Podman is the engine (the user
+#              data enables podman.socket)
 # In every variant NetworkManager is masked and the site's DNS server is a
 # small responder at 192.0.2.53 (nodeprep-test-upstream.service: it knows
-# upstream.example.test and nothing else), and /etc/docker/daemon.json holds a
-# key of the image's own ("log-driver") that nodeprep must keep.
+# upstream.example.test and nothing else); on the Docker hosts
+# /etc/docker/daemon.json holds a key of the image's own ("log-driver") that
+# nodeprep must keep.
 #
 # Writes into the image (the files themselves are in tests/debian-vm/guest/):
 #   /var/lib/nodeprep-test/{nodeprep,nodeprep.deb,nodeprep-upgrade.deb,images.tar}
@@ -97,7 +100,7 @@ while [ $# -gt 0 ]; do
         *) die "unknown argument: $1" ;;
     esac
 done
-case $VARIANT in resolved | plain | resolved-only) ;; *) die "--variant: unknown variant '$VARIANT'" ;; esac
+case $VARIANT in resolved | plain | resolved-podman) ;; *) die "--variant: unknown variant '$VARIANT'" ;; esac
 [ -f "${ROOT_TAR:-/nonexistent}" ] || die "--root-tar: no such file: ${ROOT_TAR:-(none)}"
 [ -x "${BINARY:-/nonexistent}" ] || die "--binary: not an executable: ${BINARY:-(none)}"
 [ -f "${IMAGES:-/nonexistent}" ] || die "--images: no such file: ${IMAGES:-(none)}"
@@ -246,7 +249,7 @@ purge() {
     chroot "$STAGE" dpkg --purge "$@" >&2 || die "dpkg --purge $* in the root failed"
 }
 case $VARIANT in
-    resolved | resolved-only)
+    resolved | resolved-podman)
         # The site's DNS server, given to resolved the way an image does.
         install -d -m 0755 "$STAGE/etc/systemd/resolved.conf.d"
         printf '[Resolve]\nDNS=192.0.2.53\n' >"$STAGE/etc/systemd/resolved.conf.d/50-site.conf"
@@ -258,13 +261,17 @@ case $VARIANT in
         rm -f "$STAGE/etc/resolv.conf"
         echo "nameserver 192.0.2.53" >"$STAGE/etc/resolv.conf"
         ;;
-    resolved-only)
-        purge dnsmasq
+    resolved-podman)
+        # No dnsmasq, and Podman the only engine: docker.io goes (and
+        # the Docker socket with it).
+        purge dnsmasq docker.io
         ;;
 esac
-# The image's own Docker setting, which nodeprep's daemon.json merge keeps.
-install -d -m 0755 "$STAGE/etc/docker"
-echo '{ "log-driver": "journald" }' >"$STAGE/etc/docker/daemon.json"
+if [ "$VARIANT" != resolved-podman ]; then
+    # The image's own Docker setting, which nodeprep's daemon.json merge keeps.
+    install -d -m 0755 "$STAGE/etc/docker"
+    echo '{ "log-driver": "journald" }' >"$STAGE/etc/docker/daemon.json"
+fi
 
 # ------------------------------------------------- before nodeprep ----
 # How the host was before nodeprep touched it, for the scenario's check that
@@ -276,7 +283,7 @@ if [ -e "$STAGE/etc/environment" ]; then
 else
     echo absent >"$PRE/environment.absent"
 fi
-cp -p "$STAGE/etc/docker/daemon.json" "$PRE/daemon.json"
+[ ! -e "$STAGE/etc/docker/daemon.json" ] || cp -p "$STAGE/etc/docker/daemon.json" "$PRE/daemon.json"
 # (a regular file in the plain variant; a link to resolved's stub otherwise)
 cp -P "$STAGE/etc/resolv.conf" "$PRE/resolv.conf"
 if [ -e "$UNITS/multi-user.target.wants/systemd-networkd.service" ]; then

@@ -64,6 +64,14 @@ LOAD_ENTRY = [
     "timeout 120 sh -c 'until docker version >/dev/null 2>&1; do sleep 1; done'; "
     f"docker load -i {GUEST_IMAGES}",
 ]
+# On a Podman host (the source installs podman, not docker.io): Podman's
+# storage, no daemon to wait for.
+PODMAN_LOAD_ENTRY = ["podman", "load", "-i", GUEST_IMAGES]
+
+
+def load_entry(src):
+    """The image-loading entry for the engine the source installs."""
+    return PODMAN_LOAD_ENTRY if "podman" in (src.get("packages") or []) else LOAD_ENTRY
 LOAD_COMMENT = (
     "# TEST PLUMBING (tests/debian-vm/make-user-data.py, not part of\n"
     "# configs/cloud-init.yaml): load the stand-in images, the VM has no\n"
@@ -121,7 +129,7 @@ def substitute(src):
     if not any(DOWNLOADED_DEB in str(e) and "apt-get" in str(e) for e in runcmd[downloads[0] + 1:]):
         die(f"no runcmd entry after the download installs {DOWNLOADED_DEB} with apt-get")
     runcmd[downloads[0]] = list(INSTALL_ENTRY)
-    runcmd.insert(0, list(LOAD_ENTRY))
+    runcmd.insert(0, list(load_entry(src)))
 
     files = [f for f in out.get("write_files") or [] if f.get("path") == TOML_PATH]
     if len(files) != 1:
@@ -146,12 +154,12 @@ def substitute(src):
     return out, text
 
 
-def undo(result):
+def undo(result, src):
     """The result with the three substitutions taken out again, to compare
     with the source: anything else that differs is a bug of this script."""
     back = copy.deepcopy(result)
     runcmd = back["runcmd"]
-    if runcmd[0] != LOAD_ENTRY:
+    if runcmd[0] != load_entry(src):
         die("the image-loading entry is not first in runcmd")
     runcmd.pop(0)
     return back
@@ -186,7 +194,7 @@ def main():
     result, toml_text = substitute(src)
 
     # Check: the source, minus nothing but the three substitutions.
-    back = undo(result)
+    back = undo(result, src)
     orig_runcmd = src["runcmd"]
     i = next(i for i, e in enumerate(orig_runcmd) if URL_VAR in str(e))
     back["runcmd"][i] = orig_runcmd[i]
@@ -200,7 +208,7 @@ def main():
 
     body = yaml.dump(result, Dumper=Dumper, sort_keys=False, default_flow_style=None, width=1000)
     # Comments beside the two runcmd entries the test put there.
-    load_line = "- " + yaml.dump(LOAD_ENTRY, Dumper=Dumper, default_flow_style=True, width=1000).strip()
+    load_line = "- " + yaml.dump(load_entry(src), Dumper=Dumper, default_flow_style=True, width=1000).strip()
     install_line = "- " + yaml.dump(INSTALL_ENTRY, Dumper=Dumper, default_flow_style=True, width=1000).strip()
     lines = body.splitlines(keepends=True)
     edited = []

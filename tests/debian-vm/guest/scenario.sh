@@ -55,10 +55,23 @@ FILES=(
 RESOURCES="consul,consul-config,dnsmasq,docker-dns,environment,link,network,podman-boot,registrator,resolver"
 PROBES="consul-dns,consul-exposure,consul-http,host-dns,registrator,upstream-dns"
 # The host variant make-disk.sh made (see there): resolved, plain,
-# resolved-only. The last one runs dns.backend = "resolved" (no dnsmasq).
+# resolved-podman. The last one runs dns.backend = "resolved" (no dnsmasq)
+# and rootful Podman (no docker.io).
 VARIANT=$(cat /var/lib/nodeprep-test/variant)
 BACKEND=dnsmasq
-[ "$VARIANT" != resolved-only ] || BACKEND=resolved
+[ "$VARIANT" != resolved-podman ] || BACKEND=resolved
+# The container engine: Docker, or rootful Podman on the resolved-podman
+# host (no docker.io there). The steps speak the docker command line, which
+# podman's accepts for everything they use.
+ENGINE=docker
+[ "$VARIANT" != resolved-podman ] || ENGINE=podman
+docker() {
+    if [ "$ENGINE" = podman ]; then
+        podman "$@"
+    else
+        command docker "$@"
+    fi
+}
 # The site's DNS server (nodeprep-test-upstream.service) and the one name it
 # knows (configured as probes.upstream_name by make-user-data.py).
 UPSTREAM_NAME=upstream.example.test
@@ -108,7 +121,8 @@ container_state() {
 
 # field_of FILE CONTAINER KEY: a key=value of container_identity's output.
 field_of() {
-    awk -v n="/$2" -v k="$3=" '$1 == n { for (i = 2; i <= NF; i++) if (index($i, k) == 1) print substr($i, length(k) + 1) }' "$1" 2>/dev/null
+    # Docker names a container "/NAME" in inspect, Podman "NAME".
+    awk -v n="/$2" -v k="$3=" '$1 == n || "/" $1 == n { for (i = 2; i <= NF; i++) if (index($i, k) == 1) print substr($i, length(k) + 1) }' "$1" 2>/dev/null
 }
 
 containers_running() {
@@ -244,8 +258,9 @@ step_cloud_init_done() {
     grep -q 'nodeprep-test/consul-standin:1' /etc/nodeprep/nodeprep.toml ||
         why "/etc/nodeprep/nodeprep.toml (write_files) does not name the stand-in image"
     { echo "--- $CLOUD_OUTPUT"; cat "$CLOUD_OUTPUT"; } >>"$STEP_LOG" 2>&1
-    grep -q '^Loaded image: nodeprep-test/consul-standin:1' "$CLOUD_OUTPUT" ||
-        why "$CLOUD_OUTPUT shows no 'docker load' of the stand-in images"
+    # (Podman prints "Loaded image(s): localhost/NAME", one line for all.)
+    grep -Eq '^Loaded image(\(s\))?: .*(localhost/)?nodeprep-test/consul-standin:1' "$CLOUD_OUTPUT" ||
+        why "$CLOUD_OUTPUT shows no '$ENGINE load' of the stand-in images"
     local applied
     applied=$(grep '^apply: ' "$CLOUD_OUTPUT" | tail -n 1)
     [ -n "$applied" ] || why "$CLOUD_OUTPUT has no 'apply: ...' summary line: nodeprep apply did not run under cloud-init"
@@ -272,6 +287,8 @@ step_check_all_ok() {
     local c img
     for c in "$CONSUL:$CONSUL_IMAGE" "$REGISTRATOR:$REGISTRATOR_IMAGE"; do
         img=$(docker inspect -f '{{.Config.Image}}' "${c%%:*}" 2>&1)
+        # Podman names a loaded image localhost/NAME.
+        img=${img#localhost/}
         [ "$img" = "${c#*:}" ] || why "container ${c%%:*} runs image '$img', expected the stand-in ${c#*:}"
     done
     expect_json /etc/consul.d/interfaces.json 'd["bind_addr"]' "$HOST_IP"
@@ -357,9 +374,16 @@ expect_nslookup() {
 # other name through the chain, on the default bridge and on a user-defined
 # network; the image's own daemon.json key is still there.
 step_container_dns() {
-    run cat /etc/docker/daemon.json
-    expect_json /etc/docker/daemon.json 'd.get("log-driver")' journald
-    expect_json /etc/docker/daemon.json 'd.get("dns")' "['$LINK_ADDR']"
+    if [ "$ENGINE" = podman ]; then
+        # Podman's default DNS server: nodeprep's containers.conf drop-in.
+        run cat /etc/containers/containers.conf.d/nodeprep.conf
+        grep -q "dns_servers = \[\"$LINK_ADDR\"\]" /etc/containers/containers.conf.d/nodeprep.conf ||
+            why "nodeprep's containers.conf drop-in does not set dns_servers to $LINK_ADDR"
+    else
+        run cat /etc/docker/daemon.json
+        expect_json /etc/docker/daemon.json 'd.get("log-driver")' journald
+        expect_json /etc/docker/daemon.json 'd.get("dns")' "['$LINK_ADDR']"
+    fi
     docker network inspect "$TEST_NET" >/dev/null 2>&1 || run docker network create "$TEST_NET"
     local net
     for net in default "$TEST_NET"; do
@@ -408,7 +432,7 @@ step_upstream_down() {
 # address (no dnsmasq), the consul domain from the agent, the rest from the
 # site's server.
 step_resolved_chain() {
-    ! systemctl cat dnsmasq.service >/dev/null 2>&1 || why "dnsmasq.service exists on the resolved-only host"
+    ! systemctl cat dnsmasq.service >/dev/null 2>&1 || why "dnsmasq.service exists on the resolved-podman host"
     run cat /etc/systemd/resolved.conf.d/nodeprep.conf
     run ss -Hlnup 'sport = :53'
     ss -Hlnup 'sport = :53' | grep "$LINK_ADDR:53" | grep -q systemd-resolve ||
@@ -633,6 +657,18 @@ step_reboot_persists() {
     t=$(wait_for 60 containers_running) ||
         why "the containers are not both running 60s into the scenario: $(container_state "$CONSUL"); $(container_state "$REGISTRATOR")"
     log "both containers running after waiting ${t}s"
+    if [ "$ENGINE" = podman ]; then
+        # Podman has no daemon to bring restart-always containers back:
+        # podman-restart.service, which nodeprep enabled (podman-boot), did,
+        # before the boot unit's apply (ordered after it) found them running.
+        run systemctl status --no-pager podman-restart.service
+        [ "$(systemctl is-enabled podman-restart.service 2>&1)" = enabled ] ||
+            why "podman-restart.service is $(systemctl is-enabled podman-restart.service 2>&1), expected enabled (podman-boot)"
+        [ "$(unit_prop podman-restart.service ExecMainStartTimestampMonotonic)" != 0 ] ||
+            why "podman-restart.service did not run in this boot"
+        grep -Eq '^ok +consul ' "$RUN_DIR/boot-unit.log" && grep -Eq '^ok +registrator ' "$RUN_DIR/boot-unit.log" ||
+            why "the boot unit's apply did not find both containers running: $(grep -E ' (consul|registrator) ' "$RUN_DIR/boot-unit.log" | paste -sd';')"
+    fi
     container_identity >"$RUN_DIR/containers.boot2"
     { echo "--- containers at the end of boot 1"; cat "$STATE/containers.phase1"; echo "--- now"; cat "$RUN_DIR/containers.boot2"; } >>"$STEP_LOG"
     # Started again in this boot (by dockerd), same containers.
@@ -898,7 +934,7 @@ phase2() {
     run_step container-dns-after-reboot step_container_dns
     run_step host-dns-after-reboot step_host_dns
     run_step apply-after-reboot-noop step_apply_after_reboot_noop
-    if [ "$VARIANT" = resolved-only ]; then
+    if [ "$VARIANT" = resolved-podman ]; then
         return
     fi
     run_step drift-detected-and-repaired step_drift_detected_and_repaired
