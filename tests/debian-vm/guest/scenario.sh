@@ -62,7 +62,9 @@ BACKEND=dnsmasq
 [ "$VARIANT" != resolved-podman ] || BACKEND=resolved
 # The container engine: Docker, or rootful Podman on the resolved-podman
 # host (no docker.io there). The steps speak the docker command line, which
-# podman's accepts for everything they use.
+# podman's accepts for everything they use (`docker` below is a function;
+# where a command runs it through another program, e.g. `timeout`, the
+# steps name "$ENGINE").
 ENGINE=docker
 [ "$VARIANT" != resolved-podman ] || ENGINE=podman
 docker() {
@@ -357,7 +359,7 @@ expect_nslookup() {
         shift 2
     done
     echo "\$ docker run --rm ${args[*]} $BUSYBOX_IMAGE sh -c '$script'" >>"$STEP_LOG"
-    out=$(timeout 60 docker run --rm "${args[@]}" "$BUSYBOX_IMAGE" sh -c "$script" 2>&1) || rc=$?
+    out=$(timeout 60 "$ENGINE" run --rm "${args[@]}" "$BUSYBOX_IMAGE" sh -c "$script" 2>&1) || rc=$?
     echo "$out" >>"$STEP_LOG"
     echo "  exit status: $rc" >>"$STEP_LOG"
     set -- "${pairs[@]}"
@@ -474,13 +476,13 @@ step_service_discovery() {
     expect_nslookup default web.service.consul "$HOST_IP"
     expect_nslookup "$TEST_NET" web.service.consul "$HOST_IP"
     echo "\$ docker run --rm $BUSYBOX_IMAGE nslookup -type=SRV web.service.consul" >>"$STEP_LOG"
-    out=$(timeout 60 docker run --rm "$BUSYBOX_IMAGE" nslookup -type=SRV web.service.consul 2>&1) || true
+    out=$(timeout 60 "$ENGINE" run --rm "$BUSYBOX_IMAGE" nslookup -type=SRV web.service.consul 2>&1) || true
     echo "$out" >>"$STEP_LOG"
     echo "$out" | grep -Eq '\b8080\b' || why "the SRV record of web.service.consul does not give the published port 8080: $(echo "$out" | tr '\n' ' ')"
     # The HTTP API at $CONSUL_HTTP_ADDR, from a container given that variable
     # as login shells get it from /etc/environment.
     echo "\$ docker run --rm -e CONSUL_HTTP_ADDR=$LINK_ADDR:8500 $BUSYBOX_IMAGE wget -qO- http://\$CONSUL_HTTP_ADDR/v1/catalog/service/web" >>"$STEP_LOG"
-    out=$(timeout 60 docker run --rm -e "CONSUL_HTTP_ADDR=$LINK_ADDR:8500" "$BUSYBOX_IMAGE" \
+    out=$(timeout 60 "$ENGINE" run --rm -e "CONSUL_HTTP_ADDR=$LINK_ADDR:8500" "$BUSYBOX_IMAGE" \
         sh -c 'wget -qO- "http://$CONSUL_HTTP_ADDR/v1/catalog/service/web"' 2>&1) || true
     echo "$out" >"$RUN_DIR/catalog-web.json"
     echo "$out" >>"$STEP_LOG"
