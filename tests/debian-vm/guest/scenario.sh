@@ -67,6 +67,10 @@ BACKEND=dnsmasq
 # steps name "$ENGINE").
 ENGINE=docker
 [ "$VARIANT" != resolved-podman ] || ENGINE=podman
+# StartedAt as one word: Docker gives RFC 3339, Podman's template value is a
+# Go time printed with spaces unless formatted.
+STARTED='{{.State.StartedAt}}'
+[ "$ENGINE" != podman ] || STARTED='{{.State.StartedAt.Format "2006-01-02T15:04:05.999999999Z07:00"}}'
 docker() {
     if [ "$ENGINE" = podman ]; then
         podman "$@"
@@ -112,12 +116,12 @@ dnsmasq_identity() {
 
 # Which container process runs: ID, StartedAt, restarts.
 container_identity() {
-    docker inspect -f '{{.Name}} id={{.Id}} started={{.State.StartedAt}} restarts={{.RestartCount}}' \
+    docker inspect -f '{{.Name}} id={{.Id}} started='"$STARTED"' restarts={{.RestartCount}}' \
         "$CONSUL" "$REGISTRATOR" 2>&1 || true
 }
 
 container_state() {
-    docker inspect -f '{{.Name}} {{.State.Status}} running={{.State.Running}} restarting={{.State.Restarting}} exit={{.State.ExitCode}} started={{.State.StartedAt}} restarts={{.RestartCount}} image={{.Config.Image}} restart={{.HostConfig.RestartPolicy.Name}}' \
+    docker inspect -f '{{.Name}} {{.State.Status}} running={{.State.Running}} restarting={{.State.Restarting}} exit={{.State.ExitCode}} started='"$STARTED"' restarts={{.RestartCount}} image={{.Config.Image}} restart={{.HostConfig.RestartPolicy.Name}}' \
         "$1" 2>&1 || true
 }
 
