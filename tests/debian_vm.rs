@@ -381,6 +381,26 @@ fn prepare(binary: &Path, variant: &Variant) -> Result<Prepared, String> {
 /// `dir`, and its timing line (to `final_marker`). Ends when qemu exits (the
 /// guest powered off or rebooted: -no-reboot) or after the timeout.
 fn boot(n: u32, disk: &Disk, dir: &Path, final_marker: &str, variant: &str) -> Boot {
+    // A guest kernel that dies while starting (an emulator race under TCG,
+    // see Boot::early_kernel_panic) has changed nothing: boot again, at
+    // most twice, and say so. Any other failure counts as it is.
+    let mut attempt = 1;
+    loop {
+        let boot = boot_once(n, disk, dir, final_marker, variant);
+        match boot.early_kernel_panic(30.0) {
+            Some(panic) if attempt < 3 => {
+                note(&format!(
+                    "debian-vm {variant}: boot {n}: the guest kernel panicked while starting ({panic}), before init ran; booting again (attempt {})",
+                    attempt + 1
+                ));
+                attempt += 1;
+            }
+            _ => return boot,
+        }
+    }
+}
+
+fn boot_once(n: u32, disk: &Disk, dir: &Path, final_marker: &str, variant: &str) -> Boot {
     let boot = Qemu::new(&disk.kernel, &disk.initrd)
         .memory_mb(1024)
         .cpus(2)
