@@ -1,5 +1,7 @@
-//! Side effects, one small module per kind: files, netlink, systemd, the lock.
+//! Side effects, one small module per kind: files, netlink, systemd, the lock;
+//! `command` runs the host's tools for systemd, resolved and nm.
 
+pub mod command;
 pub mod consul;
 pub mod docker;
 pub mod files;

@@ -13,6 +13,8 @@ use std::process::{Command, Stdio};
 
 use anyhow::{bail, Context, Result};
 
+use super::command::{output, run};
+
 /// A NetworkManager version, `major.minor.micro`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub struct Version(pub u32, pub u32, pub u32);
@@ -86,7 +88,7 @@ pub struct Profile {
 
 /// Every profile NetworkManager has loaded, with its activation.
 pub fn profiles() -> Result<Vec<Profile>> {
-    let out = run(Command::new("nmcli").args([
+    let out = output(Command::new("nmcli").args([
         "-t",
         "-f",
         "UUID,NAME,FILENAME,DEVICE,STATE",
@@ -167,24 +169,24 @@ pub fn load(path: &Path, uuid: &str) -> Result<()> {
 
 /// Activates a profile and waits until it is active (or failed).
 pub fn up(uuid: &str) -> Result<()> {
-    run(Command::new("nmcli").args(["-w", "30", "connection", "up", "uuid", uuid])).map(|_| ())
+    run(Command::new("nmcli").args(["-w", "30", "connection", "up", "uuid", uuid]))
 }
 
 /// Deactivates a profile.
 pub fn down(uuid: &str) -> Result<()> {
-    run(Command::new("nmcli").args(["-w", "30", "connection", "down", "uuid", uuid])).map(|_| ())
+    run(Command::new("nmcli").args(["-w", "30", "connection", "down", "uuid", uuid]))
 }
 
 /// Makes the daemon read its configuration files (`conf.d`) again.
 pub fn reload_conf() -> Result<()> {
-    run(Command::new("nmcli").args(["general", "reload", "conf"])).map(|_| ())
+    run(Command::new("nmcli").args(["general", "reload", "conf"]))
 }
 
 /// `keyfile.unmanaged-devices` as NetworkManager merges it from its
 /// configuration files (`NetworkManager --print-config`, which reads the
 /// files and needs no running daemon).
 pub fn unmanaged_devices() -> Result<Vec<String>> {
-    let out = run(Command::new("NetworkManager").arg("--print-config"))?;
+    let out = output(Command::new("NetworkManager").arg("--print-config"))?;
     Ok(config_value(&out, "keyfile", "unmanaged-devices")
         .map(|v| {
             v.split([',', ';'])
@@ -212,28 +214,6 @@ fn config_value(text: &str, section: &str, key: &str) -> Option<String> {
         }
     }
     value
-}
-
-fn run(cmd: &mut Command) -> Result<String> {
-    let described = describe(cmd);
-    let out = cmd
-        .stdin(Stdio::null())
-        .output()
-        .with_context(|| format!("cannot run {described}"))?;
-    if !out.status.success() {
-        bail!(
-            "{described} failed ({}): {}",
-            out.status,
-            String::from_utf8_lossy(&out.stderr).trim()
-        );
-    }
-    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-}
-
-fn describe(cmd: &Command) -> String {
-    let mut parts = vec![cmd.get_program().to_string_lossy().into_owned()];
-    parts.extend(cmd.get_args().map(|a| a.to_string_lossy().into_owned()));
-    format!("`{}`", parts.join(" "))
 }
 
 #[cfg(test)]

@@ -10,6 +10,8 @@ use std::process::{Command, Stdio};
 
 use anyhow::{bail, Context, Result};
 
+use super::command::{output, run};
+
 /// What resolved routes through one link.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct LinkDns {
@@ -96,32 +98,6 @@ fn parse_value(out: &str) -> Vec<String> {
         .split_whitespace()
         .map(str::to_string)
         .collect()
-}
-
-fn output(cmd: &mut Command) -> Result<String> {
-    let out = cmd
-        .stdin(Stdio::null())
-        .output()
-        .with_context(|| format!("cannot run {}", describe(cmd)))?;
-    if !out.status.success() {
-        bail!(
-            "{} failed ({}): {}",
-            describe(cmd),
-            out.status,
-            String::from_utf8_lossy(&out.stderr).trim()
-        );
-    }
-    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-}
-
-fn run(cmd: &mut Command) -> Result<()> {
-    output(cmd).map(|_| ())
-}
-
-fn describe(cmd: &Command) -> String {
-    let mut parts = vec![cmd.get_program().to_string_lossy().into_owned()];
-    parts.extend(cmd.get_args().map(|a| a.to_string_lossy().into_owned()));
-    format!("`{}`", parts.join(" "))
 }
 
 #[cfg(test)]

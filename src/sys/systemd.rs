@@ -5,7 +5,9 @@
 use std::path::Path;
 use std::process::{Command, Stdio};
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
+
+use super::command::{describe, run};
 
 /// A running systemd. Absent on hosts booted without it (containers, the
 /// busybox test VM), where unit verbs cannot work.
@@ -73,26 +75,4 @@ fn status(cmd: &mut Command) -> Result<bool> {
         .status()
         .with_context(|| format!("cannot run {}", describe(cmd)))?;
     Ok(st.success())
-}
-
-fn run(cmd: &mut Command) -> Result<()> {
-    let out = cmd
-        .stdin(Stdio::null())
-        .output()
-        .with_context(|| format!("cannot run {}", describe(cmd)))?;
-    if !out.status.success() {
-        bail!(
-            "{} failed ({}): {}",
-            describe(cmd),
-            out.status,
-            String::from_utf8_lossy(&out.stderr).trim()
-        );
-    }
-    Ok(())
-}
-
-fn describe(cmd: &Command) -> String {
-    let mut parts = vec![cmd.get_program().to_string_lossy().into_owned()];
-    parts.extend(cmd.get_args().map(|a| a.to_string_lossy().into_owned()));
-    format!("`{}`", parts.join(" "))
 }
