@@ -48,6 +48,12 @@ pub struct Record {
     /// Units that were disabled until nodeprep enabled them.
     #[serde(default)]
     pub enabled_units: BTreeSet<String>,
+    /// Units that were not running until nodeprep started them (Debian's
+    /// dnsmasq, whose packaged configuration keeps it from starting beside
+    /// systemd-resolved until nodeprep's file is in place): `remove` stops
+    /// them again instead of restarting them into that failure.
+    #[serde(default)]
+    pub started_units: BTreeSet<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -103,7 +109,10 @@ impl Record {
 
     /// True when nothing nodeprep set up is left to undo.
     pub fn is_empty(&self) -> bool {
-        self.files.is_empty() && self.links.is_empty() && self.enabled_units.is_empty()
+        self.files.is_empty()
+            && self.links.is_empty()
+            && self.enabled_units.is_empty()
+            && self.started_units.is_empty()
     }
 }
 

@@ -152,6 +152,11 @@ pub enum UnitOp {
     KeepDisabled(&'static str),
     /// Disable a unit nodeprep enabled.
     Disable(&'static str),
+    /// Start a unit that is not running; recorded, so `remove` stops only
+    /// what nodeprep started.
+    Start(&'static str),
+    /// Stop a unit nodeprep started (it was not running before).
+    Stop(&'static str),
     Restart(&'static str),
     /// Make a running systemd-networkd re-read its files.
     ReloadNetworkd,
@@ -270,6 +275,8 @@ impl fmt::Display for UnitOp {
             UnitOp::Enable(u) => write!(f, "enable {u}"),
             UnitOp::KeepDisabled(u) => write!(f, "keep {u} disabled"),
             UnitOp::Disable(u) => write!(f, "disable {u}"),
+            UnitOp::Start(u) => write!(f, "start {u}"),
+            UnitOp::Stop(u) => write!(f, "stop {u} (nodeprep started it)"),
             UnitOp::Restart(u) => write!(f, "restart {u}"),
             UnitOp::ReloadNetworkd => write!(f, "reload systemd-networkd"),
             UnitOp::TryRestart(u) => write!(f, "restart {u} if it runs"),

@@ -248,6 +248,16 @@ fn unit(host: &Host, store: &mut Store, op: &UnitOp) -> Result<()> {
             store.record.enabled_units.remove(*unit);
             save(host, store)
         }
+        UnitOp::Start(unit) => {
+            store.record.started_units.insert(unit.to_string());
+            save(host, store)?;
+            systemd.start(unit)
+        }
+        UnitOp::Stop(unit) => {
+            systemd.stop(unit)?;
+            store.record.started_units.remove(*unit);
+            save(host, store)
+        }
         UnitOp::Restart(unit) => systemd.restart(unit),
         UnitOp::ReloadNetworkd => systemd.reload_networkd(),
         UnitOp::TryRestart(unit) => systemd.try_restart(unit),
@@ -370,6 +380,7 @@ pub fn forget(host: &Host, store: &mut Store, entries: &[Forget]) {
             }
             Forget::Unit(u) => {
                 store.record.enabled_units.remove(u);
+                store.record.started_units.remove(u);
             }
         }
     }

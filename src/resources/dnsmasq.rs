@@ -2,15 +2,15 @@
 //! forwards the consul domain to the agent and every other name to the
 //! host's upstreams; with `"resolved"`, a drop-in that keeps an installed
 //! dnsmasq off the link address, which systemd-resolved answers on. dnsmasq
-//! is restarted (or started, when enabled but not running) when the file
-//! changed.
+//! is restarted when the file changed, or started when it is enabled but
+//! not running (recorded: `remove` stops it again, as it was).
 
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Result};
 
 use crate::config::{DnsBackend, ResolvFile};
-use crate::engine::{Action, Ensure, Host, Plan, Resource, UnitOp, Want};
+use crate::engine::{Action, Ensure, Forget, Host, Plan, Resource, UnitOp, Want};
 use crate::render;
 use crate::resources::files::{self, DirsSeen, FileSeen, FileSpec};
 
@@ -40,6 +40,8 @@ struct Live {
 struct UnitState {
     active: bool,
     enabled: bool,
+    /// The record says it was not running until nodeprep started it.
+    started_by_nodeprep: bool,
 }
 
 impl Resource for Dnsmasq {
@@ -58,6 +60,7 @@ impl Resource for Dnsmasq {
                     Some(systemd) => Some(UnitState {
                         active: systemd.is_active(UNIT)?,
                         enabled: systemd.is_enabled(UNIT)?,
+                        started_by_nodeprep: host.store.record.started_units.contains(UNIT),
                     }),
                     None => None,
                 },
@@ -123,28 +126,49 @@ impl Resource for Dnsmasq {
             }
         }
         let changed = plan.changes_files();
-        match seen.live.as_ref().map(|l| l.unit.as_ref()) {
-            None => {}
-            // dnsmasq reads its configuration only at start; SIGHUP rereads
-            // hosts files, not server= lines. A dnsmasq that is enabled but
-            // not running (Debian's default one fails beside
-            // systemd-resolved: both want port 53 of every address) is
-            // started once its file lets it.
-            Some(Some(unit)) if changed && (unit.active || unit.enabled) => {
-                plan.actions.push(Action::Unit(UnitOp::Restart(UNIT)))
+        let Some(live) = &seen.live else {
+            return Ok(plan);
+        };
+        let Some(unit) = &live.unit else {
+            if changed {
+                plan.notes
+                    .push("systemd is not running: restart dnsmasq yourself".into());
             }
-            Some(Some(unit))
-                if !unit.active && unit.enabled && want.ensure == Ensure::Present && installed =>
-            {
-                plan.actions.push(Action::Unit(UnitOp::Restart(UNIT)))
+            return Ok(plan);
+        };
+        // dnsmasq reads its configuration only at start; SIGHUP rereads
+        // hosts files, not server= lines.
+        match want.ensure {
+            Ensure::Present if unit.active => {
+                if changed {
+                    plan.actions.push(Action::Unit(UnitOp::Restart(UNIT)));
+                }
             }
-            Some(Some(unit)) if changed && !unit.active => plan
-                .notes
-                .push("dnsmasq is not running; it reads the file when it starts".into()),
-            Some(None) if changed => plan
-                .notes
-                .push("systemd is not running: restart dnsmasq yourself".into()),
-            Some(_) => {}
+            // Enabled but not running: Debian's own dnsmasq fails beside
+            // systemd-resolved (both want port 53 of every address) until
+            // nodeprep's file narrows its addresses. Started once the file
+            // lets it, and recorded as started by nodeprep.
+            Ensure::Present if unit.enabled && live.installed => {
+                plan.actions.push(Action::Unit(UnitOp::Start(UNIT)));
+            }
+            Ensure::Present => {
+                if changed {
+                    plan.notes
+                        .push("dnsmasq is not running; it reads the file when it starts".into());
+                }
+            }
+            Ensure::Absent => {
+                plan.forget.push(Forget::Unit(UNIT.into()));
+                if unit.active && unit.started_by_nodeprep {
+                    // As it was before nodeprep: not running. Restarted
+                    // without nodeprep's file it would only fail again (on
+                    // a systemd-resolved host, Debian's configuration wants
+                    // port 53 of every address).
+                    plan.actions.push(Action::Unit(UnitOp::Stop(UNIT)));
+                } else if changed && unit.active {
+                    plan.actions.push(Action::Unit(UnitOp::Restart(UNIT)));
+                }
+            }
         }
         Ok(plan)
     }
@@ -203,4 +227,102 @@ fn dnsmasq_installed(systemd: bool) -> bool {
     .iter()
     .any(|p| Path::new(p).exists());
     binary && (unit || !systemd)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+    use crate::engine::{Current, HostPath};
+    use crate::state::{self, FileEntry, Original, Trust};
+
+    /// A host with dnsmasq installed and enabled, nodeprep's file in place
+    /// (`ours`) or not, the unit running or not.
+    fn seen(cfg: &Config, ours: bool, active: bool, started_by_nodeprep: bool) -> Seen {
+        let path = cfg.dnsmasq.file.as_path();
+        let content = render::dnsmasq(cfg, None);
+        Seen {
+            file: FileSeen {
+                path: HostPath {
+                    host: path.to_path_buf(),
+                    real: path.to_path_buf(),
+                },
+                current: ours.then(|| Current {
+                    content: content.clone().into_bytes(),
+                    mode: 0o644,
+                    uid: 0,
+                    gid: 0,
+                }),
+                entry: ours.then(|| FileEntry {
+                    original: Original::Absent,
+                    written: state::digest(content.as_bytes()),
+                }),
+                original: None,
+            },
+            dirs: DirsSeen::default(),
+            resolv: None,
+            live: Some(Live {
+                installed: true,
+                unit: Some(UnitState {
+                    active,
+                    enabled: true,
+                    started_by_nodeprep,
+                }),
+            }),
+        }
+    }
+
+    fn actions(ensure: Ensure, seen: &Seen, cfg: &Config) -> Vec<String> {
+        let want = Want {
+            ensure,
+            cfg,
+            as_root: true,
+            purge_data: false,
+            trust: &Trust::Loaded,
+            earlier: &[],
+        };
+        let plan = Dnsmasq::diff(&want, seen).unwrap();
+        plan.actions.iter().map(|a| a.to_string()).collect()
+    }
+
+    #[test]
+    fn a_dnsmasq_that_nodeprep_started_is_stopped_again_by_remove() {
+        let cfg = Config::default();
+        // Running before nodeprep (a host without systemd-resolved): the
+        // file written, dnsmasq restarted to read it; remove restarts it
+        // without the file.
+        assert_eq!(
+            actions(Ensure::Present, &seen(&cfg, false, true, false), &cfg),
+            [
+                "write /etc/dnsmasq.d/consul.conf (missing)",
+                "restart dnsmasq.service"
+            ]
+        );
+        assert_eq!(
+            actions(Ensure::Absent, &seen(&cfg, true, true, false), &cfg),
+            [
+                "remove /etc/dnsmasq.d/consul.conf",
+                "restart dnsmasq.service"
+            ]
+        );
+        // Enabled but failed before nodeprep (Debian's dnsmasq beside
+        // systemd-resolved): started once the file is there, recorded;
+        // remove stops it instead of restarting it into the same failure.
+        assert_eq!(
+            actions(Ensure::Present, &seen(&cfg, false, false, false), &cfg),
+            [
+                "write /etc/dnsmasq.d/consul.conf (missing)",
+                "start dnsmasq.service"
+            ]
+        );
+        assert_eq!(
+            actions(Ensure::Absent, &seen(&cfg, true, true, true), &cfg),
+            [
+                "remove /etc/dnsmasq.d/consul.conf",
+                "stop dnsmasq.service (nodeprep started it)"
+            ]
+        );
+        // Converged: nothing, whoever started it.
+        assert!(actions(Ensure::Present, &seen(&cfg, true, true, true), &cfg).is_empty());
+    }
 }

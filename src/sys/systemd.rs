@@ -37,6 +37,14 @@ impl Systemd {
         run(Command::new("systemctl").args(["disable", unit]))
     }
 
+    pub fn start(&self, unit: &str) -> Result<()> {
+        run(Command::new("systemctl").args(["start", unit]))
+    }
+
+    pub fn stop(&self, unit: &str) -> Result<()> {
+        run(Command::new("systemctl").args(["stop", unit]))
+    }
+
     pub fn restart(&self, unit: &str) -> Result<()> {
         run(Command::new("systemctl").args(["restart", unit]))
     }
