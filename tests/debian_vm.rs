@@ -2,15 +2,15 @@
 //!
 //! The busybox VM of tests/vm_kernel.rs proves the netlink and file work on
 //! a real kernel; this tier boots whole Debian hosts (systemd, Debian's own
-//! kernel, systemd-networkd, systemd-resolved or a plain resolv.conf,
-//! Debian's dnsmasq, docker.io or Podman, cloud-init) and brings them up end
-//! to end as an operator would: cloud-init runs the real user data
-//! (`configs/cloud-init.yaml`, or `configs/cloud-init-podman.yaml`), whose
-//! runcmd installs the nodeprep Debian package with apt-get and runs
-//! `nodeprep apply`; the scenario then
-//! audits the host with live probes, resolves the consul domain and other
-//! names from the host and from containers (no `--dns`), reboots, breaks and
-//! repairs it, and on one variant removes the layout and reboots again. The
+//! kernel, systemd-networkd or NetworkManager, systemd-resolved or a plain
+//! resolv.conf, Debian's dnsmasq, docker.io or Podman, cloud-init) and
+//! brings them up end to end as an operator would: cloud-init runs the real
+//! user data (`configs/cloud-init.yaml`, or `configs/cloud-init-podman.yaml`),
+//! whose runcmd installs the nodeprep Debian package with apt-get and runs
+//! `nodeprep apply`; the scenario then audits the host with live probes,
+//! resolves the consul domain and other names from the host and from
+//! containers (no `--dns`), reboots, breaks and repairs it, and removes the
+//! layout (on one variant, then reboots again). The
 //! consul and registrator containers run TEST STAND-IN images (`standins/`,
 //! NOT Consul, NOT registrator: the real images cannot be had here); a
 //! stand-in consul server at 10.0.0.10 plays the cluster the host joins, and
@@ -23,8 +23,10 @@
 //!
 //! Host variants (each its own test; one root per suite serves all of a
 //! suite's variants):
-//! - `debian_vm_bookworm_resolved`: Debian 12, systemd-resolved running,
-//!   dnsmasq backend, Docker; two boots, with the dockerd restart policy;
+//! - `debian_vm_bookworm_nm`: Debian 12, NetworkManager owning the network
+//!   (no networkd), systemd-resolved running, dnsmasq backend, Docker; two
+//!   boots, with the dockerd restart policy, drift made with nmcli, and
+//!   `remove` (the keyfile and the link go);
 //! - `debian_vm_trixie_plain`: Debian 13, no systemd-resolved (a plain
 //!   /etc/resolv.conf), dnsmasq backend, Docker; three boots: the same
 //!   scenario, then `remove`, a reboot, and `apply` again;
@@ -114,8 +116,9 @@ const PHASE2_COMMON: &[&str] = &[
     "host-dns-after-reboot",
     "apply-after-reboot-noop",
 ];
-/// ... then drift and repair (both dnsmasq variants) ...
-const PHASE2_REPAIRS: &[&str] = &["drift-detected-and-repaired", "repair-with-networkd-active"];
+/// ... then drift and repair (both dnsmasq variants), the last one with the
+/// host's network backend running.
+const DRIFT: &str = "drift-detected-and-repaired";
 
 /// The Debian package's steps (guest/package-steps.sh), on the trixie host:
 /// boot 1 ...
@@ -151,19 +154,25 @@ fn steps(parts: &[&[&'static str]]) -> Vec<&'static str> {
     parts.iter().flat_map(|p| p.iter().copied()).collect()
 }
 
-/// Debian 12 with systemd-resolved running: dnsmasq backend, Docker; the
-/// dockerd restart policy of docker-dns.
-fn bookworm_resolved() -> Variant {
+/// Debian 12 with NetworkManager owning the network and systemd-resolved
+/// running: dnsmasq backend, Docker; the dockerd restart policy of
+/// docker-dns, and `remove` at the end.
+fn bookworm_nm() -> Variant {
     Variant {
-        name: "resolved",
+        name: "nm",
         suite: "bookworm",
         user_data: "configs/cloud-init.yaml",
         phases: vec![
             steps(&[PHASE1, &["service-discovery", "report-ttl"]]),
             steps(&[
                 PHASE2_COMMON,
-                PHASE2_REPAIRS,
-                &["docker-restart-policy", "no-leader", "single-server"],
+                &[DRIFT, "repair-with-networkmanager"],
+                &[
+                    "docker-restart-policy",
+                    "no-leader",
+                    "single-server",
+                    "remove",
+                ],
             ]),
         ],
     }
@@ -179,7 +188,12 @@ fn trixie_plain() -> Variant {
         user_data: "configs/cloud-init.yaml",
         phases: vec![
             steps(&[PHASE1, PACKAGE1]),
-            steps(&[PACKAGE2_FIRST, PHASE2_COMMON, PHASE2_REPAIRS, PACKAGE2_LAST]),
+            steps(&[
+                PACKAGE2_FIRST,
+                PHASE2_COMMON,
+                &[DRIFT, "repair-with-networkd-active"],
+                PACKAGE2_LAST,
+            ]),
             PACKAGE3.to_vec(),
         ],
     }
@@ -451,8 +465,8 @@ fn verdict(boot: &Boot, n: u32, expected: &[&str], final_marker: &str) -> Vec<St
 }
 
 #[test]
-fn debian_vm_bookworm_resolved() {
-    run_variant(bookworm_resolved());
+fn debian_vm_bookworm_nm() {
+    run_variant(bookworm_nm());
 }
 
 #[test]

@@ -28,16 +28,17 @@
 #                    (replaced when present)
 #
 # Variants (one root per suite serves them all):
-#   resolved   systemd-resolved active (as the root has it), the site's DNS
-#              server given to it the way an image would (a resolved.conf
-#              drop-in); Debian's dnsmasq and Docker
+#   nm         NetworkManager active (it owns the network; networkd is
+#              not enabled), systemd-resolved active (as the root has it),
+#              the site's DNS server given to it the way an image would (a
+#              resolved.conf drop-in); Debian's dnsmasq and Docker
 #   plain      no systemd-resolved (purged): a plain /etc/resolv.conf naming
 #              the site's DNS server; dnsmasq and Docker
 #   resolved-podman  systemd-resolved active, dnsmasq's package purged (its
 #              dnsmasq-base binary stays: NetworkManager depends on it),
 #              docker.io purged: rootful Podman is the engine (the user
 #              data enables podman.socket)
-# In every variant NetworkManager is masked and the site's DNS server is a
+# In the other variants NetworkManager is masked. In every variant the site's DNS server is a
 # small responder at 192.0.2.53 (nodeprep-test-upstream.service: it knows
 # upstream.example.test and nothing else); on the Docker hosts
 # /etc/docker/daemon.json holds a key of the image's own ("log-driver") that
@@ -100,7 +101,7 @@ while [ $# -gt 0 ]; do
         *) die "unknown argument: $1" ;;
     esac
 done
-case $VARIANT in resolved | plain | resolved-podman) ;; *) die "--variant: unknown variant '$VARIANT'" ;; esac
+case $VARIANT in nm | plain | resolved-podman) ;; *) die "--variant: unknown variant '$VARIANT'" ;; esac
 [ -f "${ROOT_TAR:-/nonexistent}" ] || die "--root-tar: no such file: ${ROOT_TAR:-(none)}"
 [ -x "${BINARY:-/nonexistent}" ] || die "--binary: not an executable: ${BINARY:-(none)}"
 [ -f "${IMAGES:-/nonexistent}" ] || die "--images: no such file: ${IMAGES:-(none)}"
@@ -239,17 +240,28 @@ if [ -e "$STAGE/usr/bin/eatmydata" ] && [ ! -e "$STAGE/var/lib/dpkg/info/eatmyda
 fi
 
 # ----------------------------------------------------------- variant ----
-# NetworkManager would take over the uplink the test makes with `ip`; none
-# of these variants runs it.
-ln -sf /dev/null "$UNITS/NetworkManager.service"
-ln -sf /dev/null "$UNITS/NetworkManager-wait-online.service"
+if [ "$VARIANT" = nm ]; then
+    # NetworkManager runs, as Debian's package enables it. The stand-in
+    # uplink (a veth pair that nodeprep-uplink.service makes and addresses
+    # with `ip`, the VM having no NIC) is the image's own business, as a
+    # cloud image's NIC configuration would be: NetworkManager leaves it
+    # alone and makes no DHCP profile for it.
+    install -d -m 0755 "$STAGE/etc/NetworkManager/conf.d"
+    printf '[main]\nno-auto-default=*\n\n[keyfile]\nunmanaged-devices=interface-name:uplink;interface-name:uplink-peer\n' \
+        >"$STAGE/etc/NetworkManager/conf.d/50-nodeprep-test-uplink.conf"
+else
+    # NetworkManager would take over the uplink the test makes with `ip`;
+    # these variants do not run it.
+    ln -sf /dev/null "$UNITS/NetworkManager.service"
+    ln -sf /dev/null "$UNITS/NetworkManager-wait-online.service"
+fi
 purge() {
     # The package's maintainer scripts run inside the root; nothing there
     # needs /proc or a running systemd for a purge.
     chroot "$STAGE" dpkg --purge "$@" >&2 || die "dpkg --purge $* in the root failed"
 }
 case $VARIANT in
-    resolved | resolved-podman)
+    nm | resolved-podman)
         # The site's DNS server, given to resolved the way an image does.
         install -d -m 0755 "$STAGE/etc/systemd/resolved.conf.d"
         printf '[Resolve]\nDNS=192.0.2.53\n' >"$STAGE/etc/systemd/resolved.conf.d/50-site.conf"
@@ -265,6 +277,16 @@ case $VARIANT in
         # No dnsmasq, and Podman the only engine: docker.io goes (and
         # the Docker socket with it).
         purge dnsmasq docker.io
+        # Podman 4.3 at shutdown: systemd stops the containers' scopes
+        # directly, and conmon restarts each restart-always container
+        # ("container restart" in the journal) until systemd kills its
+        # libpod-conmon scope at the stop timeout, 90 s by default (seen in
+        # this VM; podman issue 19815). The containers come back at boot
+        # all the same; a shorter timeout for those scopes (a prefix
+        # drop-in, which reaches Podman's transient scopes) only spares the
+        # wait. Nothing nodeprep does is measured by it.
+        install -d -m 0755 "$STAGE/etc/systemd/system/libpod-conmon-.scope.d"
+        printf '[Scope]\nTimeoutStopSec=10s\n' >"$STAGE/etc/systemd/system/libpod-conmon-.scope.d/50-nodeprep-test.conf"
         ;;
 esac
 if [ "$VARIANT" != resolved-podman ]; then

@@ -16,20 +16,27 @@
 # registrator): they read the config nodeprep wrote and answer HTTP and DNS
 # where a real agent would, which is what nodeprep's probes ask.
 #
-# Three boots. The phase is kept on the disk in /var/lib/nodeprep-test/phase:
+# Up to three boots. The phase is kept on the disk in
+# /var/lib/nodeprep-test/phase (tests/debian_vm.rs lists each variant's
+# steps per boot):
 #   phase 1 (first boot): cloud-init-done, check-all-ok, apply-second-noop,
-#           dnsmasq-chain, container-dns, login-env, package-installed,
-#           man-and-completion, check-timer-reports; then a reboot (the host
-#           runs qemu with -no-reboot, so the guest's reboot ends that qemu,
-#           and the host boots the same disk again: see tests/debian_vm.rs);
-#   phase 2 (second boot): boot-unit-repaired, reboot-persists,
-#           dnsmasq-after-reboot, apply-after-reboot-noop,
-#           drift-detected-and-repaired, repair-with-networkd-active,
-#           upgrade-keeps-conffile, remove, package-removed; then a reboot;
-#   phase 3 (third boot): removed-after-reboot (the host as it was before
-#           nodeprep, per /var/lib/nodeprep-test/pre, made with the disk),
-#           package-reinstalled, apply-again, apt-remove-keeps-layout; then
-#           NODEPREP-SCENARIO-END and poweroff.
+#           dns-chain, container-dns, host-dns, upstream-down, login-env;
+#           service discovery on the nm host; the package's steps on the
+#           plain host; then a reboot (the host runs qemu with -no-reboot,
+#           so the guest's reboot ends that qemu, and the host boots the
+#           same disk again: see tests/debian_vm.rs);
+#   phase 2 (second boot): reboot-persists, dns/container-dns/host-dns
+#           after the reboot, apply-after-reboot-noop; on the dnsmasq hosts
+#           drift-detected-and-repaired and the repair with the network
+#           backend running (networkd, or NetworkManager on the nm host);
+#           the nm host then goes through the dockerd restart policy, no
+#           leader, a single server and `remove`; the plain host through
+#           the package's upgrade, `remove` and the package's removal, then
+#           a reboot;
+#   phase 3 (third boot, plain host): removed-after-reboot (the host as it
+#           was before nodeprep, per /var/lib/nodeprep-test/pre, made with
+#           the disk), package-reinstalled, apply-again,
+#           apt-remove-keeps-layout; then NODEPREP-SCENARIO-END and poweroff.
 # Markers on the serial console: NODEPREP-BOOT, NODEPREP-STEP, NODEPREP-NOTE,
 # NODEPREP-REBOOTING, NODEPREP-SCENARIO-END (see lib.sh).
 
@@ -44,8 +51,6 @@ LINK_ADDR=169.254.1.1
 # bind_addr = "auto" resolves to it.
 HOST_IP=192.0.2.10
 FILES=(
-    /etc/systemd/network/10-dummy0.netdev
-    /etc/systemd/network/10-dummy0.network
     /etc/dnsmasq.d/consul.conf
     /etc/consul.d/interfaces.json
     /etc/consul.d/agent.json
@@ -54,12 +59,23 @@ FILES=(
 # Every resource and probe nodeprep reports (README: JSON output).
 RESOURCES="consul,consul-config,dnsmasq,docker-dns,environment,link,network,podman-boot,registrator,resolver"
 PROBES="consul-dns,consul-exposure,consul-http,host-dns,registrator,upstream-dns"
-# The host variant make-disk.sh made (see there): resolved, plain,
+# The host variant make-disk.sh made (see there): nm, plain,
 # resolved-podman. The last one runs dns.backend = "resolved" (no dnsmasq)
 # and rootful Podman (no docker.io).
 VARIANT=$(cat /var/lib/nodeprep-test/variant)
 BACKEND=dnsmasq
 [ "$VARIANT" != resolved-podman ] || BACKEND=resolved
+# What keeps dummy0 across reboots: NetworkManager on the nm host (it is
+# active there, so network.backend = "auto" picks it), systemd-networkd on
+# the others. The files nodeprep writes for it join FILES.
+NETWORK=networkd
+[ "$VARIANT" != nm ] || NETWORK=networkmanager
+KEYFILE=/etc/NetworkManager/system-connections/dummy0.nmconnection
+if [ "$NETWORK" = networkmanager ]; then
+    FILES+=("$KEYFILE")
+else
+    FILES+=(/etc/systemd/network/10-dummy0.netdev /etc/systemd/network/10-dummy0.network)
+fi
 # The container engine: Docker, or rootful Podman on the resolved-podman
 # host (no docker.io there). The steps speak the docker command line, which
 # podman's accepts for everything they use (`docker` below is a function;
@@ -142,6 +158,17 @@ dummy0_has_addr() {
     ip -br addr show dev dummy0 2>/dev/null | grep -qw "$LINK_ADDR/32"
 }
 
+# NetworkManager's view of dummy0: device state and the active profile.
+nm_dummy0_state() {
+    nmcli -t -f GENERAL.STATE,GENERAL.CONNECTION device show dummy0 2>&1 | paste -sd' '
+}
+
+# NetworkManager has nodeprep's profile (from its keyfile) active on dummy0.
+nm_profile_active() {
+    nmcli -t -f NAME,DEVICE,FILENAME connection show --active 2>/dev/null |
+        grep -q ":dummy0:$KEYFILE\$"
+}
+
 # The lines nodeprep's runs under cloud-init left in its output log.
 cloud_apply_lines() {
     grep -c '^apply: ' "$CLOUD_OUTPUT" 2>/dev/null || true
@@ -151,6 +178,9 @@ note_host_state() {
     local label=$1
     note "$label: dnsmasq is-active=$(systemctl is-active dnsmasq) result=$(unit_prop dnsmasq Result) $(dnsmasq_identity)"
     note "$label: systemd-networkd is-enabled=$(systemctl is-enabled systemd-networkd 2>&1) is-active=$(systemctl is-active systemd-networkd); systemd-networkd-wait-online is-enabled=$(systemctl is-enabled systemd-networkd-wait-online 2>&1)"
+    if [ "$NETWORK" = networkmanager ]; then
+        note "$label: NetworkManager is-active=$(systemctl is-active NetworkManager); dummy0: $(nm_dummy0_state)"
+    fi
     note "$label: dummy0: $(ip -br addr show dev dummy0 2>&1 | tr -s ' ')"
     note "$label: udp/53 listeners: $(ss -Hlnu 'sport = :53' 2>&1 | awk '{ print $4 }' | sort | paste -sd' ')"
     note "$label: default route: $(ip route show default 2>&1)"
@@ -650,9 +680,20 @@ step_reboot_persists() {
     log "dummy0 had $LINK_ADDR/32 after waiting ${t}s"
     run ip -d addr show dev dummy0
     ip -d link show dev dummy0 | grep -qw dummy || why "dummy0 is not a dummy link after the reboot"
-    networkctl status dummy0 --no-pager >>"$STEP_LOG" 2>&1 || true
-    t=$(wait_for 20 sh -c 'networkctl list --no-legend dummy0 | grep -qw configured') ||
-        why "networkctl does not show dummy0 as configured: $(networkctl list --no-legend 2>&1 | tr -s ' ' | paste -sd';')"
+    if [ "$NETWORK" = networkmanager ]; then
+        # NetworkManager made dummy0 at boot from nodeprep's keyfile (no
+        # networkd on this host).
+        run nmcli -f GENERAL,IP4 device show dummy0
+        t=$(wait_for 20 nm_profile_active) ||
+            why "NetworkManager has not activated nodeprep's profile ($KEYFILE) on dummy0: $(nm_dummy0_state)"
+        [ "$(systemctl is-enabled systemd-networkd 2>&1)" != enabled ] ||
+            why "systemd-networkd is enabled on the NetworkManager host"
+        [ ! -e /etc/systemd/network/10-dummy0.netdev ] || why "networkd files were written on the NetworkManager host"
+    else
+        networkctl status dummy0 --no-pager >>"$STEP_LOG" 2>&1 || true
+        t=$(wait_for 20 sh -c 'networkctl list --no-legend dummy0 | grep -qw configured') ||
+            why "networkctl does not show dummy0 as configured: $(networkctl list --no-legend 2>&1 | tr -s ' ' | paste -sd';')"
+    fi
     if [ "$BACKEND" = dnsmasq ]; then
         t=$(wait_for 20 systemctl is-active --quiet dnsmasq) ||
             why "dnsmasq is $(systemctl is-active dnsmasq) after the reboot"
@@ -714,6 +755,7 @@ step_apply_after_reboot_noop() {
 step_drift_detected_and_repaired() {
     dnsmasq_identity >"$RUN_DIR/dnsmasq.before-drift"
     run ip link del dummy0
+    [ "$NETWORK" != networkmanager ] || note "drift: right after ip link del dummy0, NetworkManager says: $(nm_dummy0_state)"
     run docker stop "$REGISTRATOR"
     echo "\$ echo '# an operator's edit' >>/etc/dnsmasq.d/consul.conf" >>"$STEP_LOG"
     echo "# an operator's edit (nodeprep VM test)" >>/etc/dnsmasq.d/consul.conf
@@ -724,6 +766,9 @@ step_drift_detected_and_repaired() {
     # With systemd-resolved, the link's routing of the consul domain went
     # with the link: the resolver resource drifts too.
     local expected=dnsmasq,link,registrator
+    # NetworkManager: its profile is no longer active on a link that is
+    # gone, which is network's drift.
+    [ "$NETWORK" != networkmanager ] || expected=dnsmasq,link,network,registrator
     ! systemctl is-active --quiet systemd-resolved || expected=$expected,resolver
     expect_json "$NP_OUT" "$DRIFTED" "$expected"
     np_planned apply
@@ -774,6 +819,51 @@ step_repair_with_networkd_active() {
     expect_all_ok "$NP_OUT"
 }
 
+# Drift made with NetworkManager's own tool: the profile deleted (nmcli
+# deletes its keyfile, and deactivating it deletes the dummy0 that
+# NetworkManager made), then, once repaired, the link deleted alone. Each
+# time check names the drift and apply repairs it: the keyfile written
+# back, loaded, and the profile active on dummy0 again.
+step_repair_with_networkmanager() {
+    local uuid t
+    uuid=$(nmcli -t -f UUID,FILENAME connection show 2>/dev/null | awk -F: -v f="$KEYFILE" '$2 == f { print $1 }')
+    [ -n "$uuid" ] || why "NetworkManager has no profile from $KEYFILE: $(nmcli -t -f NAME,UUID,FILENAME connection show 2>&1 | paste -sd';')"
+    run nmcli connection delete "$uuid"
+    [ ! -e "$KEYFILE" ] || why "nmcli connection delete left $KEYFILE"
+    note "repair-with-networkmanager: after nmcli connection delete: dummy0 $(ip -br addr show dev dummy0 2>&1 | tr -s ' ')"
+    np --format json check --no-probes
+    expect_rc 2
+    expect_json "$NP_OUT" 'd["summary"]["failed"]' 0
+    expect_json "$NP_OUT" '"network" in [r["id"] for r in d["resources"] if r["status"] == "drift"]' True
+    note "repair-with-networkmanager: drift after the profile was deleted: $(json "$NP_OUT" "$DRIFTED" 2>&1)"
+    np_planned apply
+    expect_rc 0
+    expect_json "$NP_OUT" 'd["summary"]["failed"]' 0
+    [ "$(stat -c '%a %U' "$KEYFILE" 2>&1)" = "600 root" ] || why "$KEYFILE is $(stat -c '%a %U' "$KEYFILE" 2>&1) after the repair, expected 600 root"
+    t=$(wait_for 20 nm_profile_active) ||
+        why "after the repair NetworkManager has not activated the profile on dummy0: $(nm_dummy0_state)"
+    dummy0_has_addr || why "dummy0 lacks $LINK_ADDR/32 after the repair"
+    np_until 60 0 --format json check --no-probes
+    expect_rc 0
+
+    run ip link del dummy0
+    note "repair-with-networkmanager: right after ip link del dummy0: $(nm_dummy0_state); link: $(ip -br link show dev dummy0 2>&1 | tr -s ' ')"
+    np --format json check --no-probes
+    expect_rc 2
+    expect_json "$NP_OUT" 'd["summary"]["failed"]' 0
+    note "repair-with-networkmanager: drift after the link was deleted: $(json "$NP_OUT" "$DRIFTED" 2>&1)"
+    expect_json "$NP_OUT" '"link" in [r["id"] for r in d["resources"] if r["status"] == "drift"]' True
+    np_planned apply
+    expect_rc 0
+    expect_json "$NP_OUT" 'd["summary"]["failed"]' 0
+    t=$(wait_for 20 nm_profile_active) ||
+        why "after the repair NetworkManager has not activated the profile on dummy0: $(nm_dummy0_state)"
+    dummy0_has_addr || why "dummy0 lacks $LINK_ADDR/32 after the repair"
+    np_until 60 0 --format json check
+    expect_rc 0
+    expect_all_ok "$NP_OUT"
+}
+
 # `nodeprep remove` undoes the layout, doing what its dry run listed:
 # nodeprep's containers, files, link and units go; dnsmasq is restarted
 # without nodeprep's file; the data dir stays.
@@ -787,7 +877,13 @@ step_remove() {
         "registrator,consul,podman-boot,docker-dns,environment,consul-config,resolver,dnsmasq,network,link"
     # The files nodeprep merged into are as they were before it.
     run cmp "$STATE/pre/daemon.json" /etc/docker/daemon.json
-    run cmp "$STATE/pre/resolv.conf" /etc/resolv.conf
+    if [ -L "$STATE/pre/resolv.conf" ]; then
+        # resolved's stub link (a relative link: compare where it points).
+        [ "$(readlink /etc/resolv.conf)" = "$(readlink "$STATE/pre/resolv.conf")" ] ||
+            why "/etc/resolv.conf points to '$(readlink /etc/resolv.conf)', it pointed to '$(readlink "$STATE/pre/resolv.conf")' before nodeprep"
+    else
+        run cmp "$STATE/pre/resolv.conf" /etc/resolv.conf
+    fi
     run docker ps -a --filter label=nodeprep.managed --format '{{.Names}}'
     [ -z "$(docker ps -aq --filter label=nodeprep.managed)" ] || why "containers labelled nodeprep.managed are left"
     for f in "${FILES[@]}"; do
@@ -796,8 +892,27 @@ step_remove() {
     done
     ! ip link show dev dummy0 >/dev/null 2>&1 || why "dummy0 is still there after remove (nodeprep created it)"
     [ -d /var/lib/consul ] || why "remove deleted the consul data dir (no --purge-data)"
-    t=$(wait_for 20 systemctl is-active --quiet dnsmasq) ||
-        why "dnsmasq is $(systemctl is-active dnsmasq) after remove"
+    if systemctl is-active --quiet systemd-resolved; then
+        # Before nodeprep, Debian's dnsmasq failed at boot beside resolved
+        # (its packaged configuration wants port 53 of every address);
+        # nodeprep started it, so remove stops it: as it was, not running,
+        # and no failed restart.
+        systemctl status --no-pager dnsmasq >>"$STEP_LOG" 2>&1 || true
+        ! systemctl is-active --quiet dnsmasq || why "dnsmasq still runs after remove (nodeprep started it)"
+        [ "$(unit_prop dnsmasq Result)" = success ] || why "dnsmasq's result is $(unit_prop dnsmasq Result) after remove"
+        grep -q "stop dnsmasq.service" "$NP_OUT" || why "remove did not report stopping dnsmasq"
+    fi
+    if [ "$NETWORK" = networkmanager ]; then
+        run nmcli -t -f NAME,UUID,FILENAME connection show
+        ! nmcli -t -f FILENAME connection show | grep -qx "$KEYFILE" ||
+            why "NetworkManager still has the profile of $KEYFILE after remove"
+        [ "$(systemctl is-enabled systemd-networkd 2>&1)" = "$(cat "$STATE/pre/networkd")" ] ||
+            why "systemd-networkd is $(systemctl is-enabled systemd-networkd 2>&1) after remove, it was $(cat "$STATE/pre/networkd")"
+    fi
+    if ! systemctl is-active --quiet systemd-resolved; then
+        t=$(wait_for 20 systemctl is-active --quiet dnsmasq) ||
+            why "dnsmasq is $(systemctl is-active dnsmasq) after remove"
+    fi
 }
 
 # After remove and a reboot, the host is as it was before nodeprep.
@@ -887,7 +1002,7 @@ phase1() {
     run_step host-dns step_host_dns
     run_step upstream-down step_upstream_down
     run_step login-env step_login_env
-    if [ "$VARIANT" = resolved ]; then
+    if [ "$VARIANT" = nm ]; then
         run_step service-discovery step_service_discovery
         run_step report-ttl step_report_ttl
     fi
@@ -911,6 +1026,10 @@ phase1() {
 phase2() {
     pause_audit_timer
     note "boot 2: scenario starts at uptime $(uptime_s)s"
+    # How the previous boot shut down (the journal is persistent): what
+    # stopped last, and anything that had to be killed.
+    journalctl -b -1 -o short-monotonic --no-pager 2>&1 | grep -E 'timed out|SIGKILL|Killing|Stopped|Deactivated' | tail -n 12 |
+        cut -c1-200 | note_lines "boot 2: end of boot 1's shutdown"
     cloud-init status --long 2>&1 | note_lines "boot 2 cloud-init"
     note_host_state "boot 2 before nodeprep"
     networkctl list --no-legend 2>&1 | note_lines "boot 2 networkctl"
@@ -947,15 +1066,22 @@ phase2() {
     note_report "drift check" "$RUN_DIR/drift.json"
     note_report "repair apply" "$RUN_DIR/repair.json"
     note "boot 2: after the repair, polling nodeprep check ended with $(cat "$RUN_DIR/after-repair.waited" 2>/dev/null)"
-    run_step repair-with-networkd-active step_repair_with_networkd_active
+    if [ "$NETWORK" = networkmanager ]; then
+        run_step repair-with-networkmanager step_repair_with_networkmanager
+    else
+        run_step repair-with-networkd-active step_repair_with_networkd_active
+    fi
     note_host_state "boot 2 end"
     note_boot_journal "boot 2 end"
     note_container_logs "boot 2 end"
     case $VARIANT in
-        resolved)
+        nm)
             run_step docker-restart-policy step_docker_restart_policy
             run_step no-leader step_no_leader
             run_step single-server step_single_server
+            # Last: nothing of nodeprep's is left to test after it.
+            run_step remove step_remove
+            note_report "remove" "$RUN_DIR/remove.json"
             ;;
         plain)
             run_step upgrade-keeps-conffile step_upgrade_keeps_conffile
