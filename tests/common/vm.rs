@@ -334,7 +334,10 @@ impl Qemu {
         });
 
         let mut timed_out = false;
+        let pid = child.id();
+        let mut cpu = Duration::ZERO;
         let (status, exited_ok) = loop {
+            cpu = qemu_cpu(pid).unwrap_or(cpu);
             match child.try_wait().expect("wait for qemu") {
                 Some(st) => break (st.to_string(), st.success()),
                 None if started.elapsed() > self.timeout => {
@@ -371,6 +374,7 @@ impl Qemu {
             log,
             lines,
             elapsed,
+            cpu,
             timed_out,
             status,
             exited_ok,
@@ -400,6 +404,17 @@ pub struct Step {
 }
 
 /// One finished boot.
+/// User + system CPU time of a running process, from /proc/PID/stat
+/// (fields 14 and 15, in USER_HZ ticks: 100 per second in the kernel's ABI).
+fn qemu_cpu(pid: u32) -> Option<Duration> {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name (field 2) is in parentheses and may hold spaces.
+    let rest = &stat[stat.rfind(')')? + 2..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: u64 = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
+    Some(Duration::from_millis(ticks * 10))
+}
+
 pub struct Boot {
     /// `boot 1`, or empty (see [`Qemu::label`]).
     pub label: String,
@@ -409,6 +424,10 @@ pub struct Boot {
     /// Each console line with the time it arrived, from qemu's start.
     pub lines: Vec<(Duration, String)>,
     pub elapsed: Duration,
+    /// The CPU time qemu had used (user + system, all its threads) when
+    /// last looked at, shortly before it ended: with TCG, what the guest
+    /// cost the machine.
+    pub cpu: Duration,
     pub timed_out: bool,
     /// How qemu ended (its exit status, or the timeout).
     pub status: String,
@@ -427,6 +446,7 @@ impl Boot {
                 .map(|l| (Duration::ZERO, l.to_string()))
                 .collect(),
             elapsed: Duration::ZERO,
+            cpu: Duration::ZERO,
             timed_out: false,
             status: "exit status: 0".into(),
             exited_ok: true,
@@ -557,7 +577,11 @@ impl Boot {
                 ));
             }
         }
-        s.push_str(&format!(" (qemu {})", self.status));
+        s.push_str(&format!(
+            ", qemu used {} of CPU (qemu {})",
+            secs(self.cpu),
+            self.status
+        ));
         s
     }
 
