@@ -28,6 +28,23 @@ if [ "$(curl -s --max-time 2 --unix-socket /run/podman/podman.sock http://d/_pin
 fi
 trap 'for c in "${cleanup[@]}"; do eval "$c"; done' EXIT
 
+# The Debian VM tier (tests/debian_vm.rs) boots whole hosts under qemu
+# without KVM: most of the suite's time, during which qemu keeps about one
+# core busy (each boot prints the CPU time it used; 1.0-1.3 s per second
+# on a 2-core machine). So it runs in the background from here on, beside
+# everything else (its qemu lock still lets one guest run at a time,
+# vm_kernel's included); its output goes to a log printed when it ends.
+# The benchmarks wait for it, so that their figures are taken on a quiet
+# machine.
+mkdir -p target
+vm_log=target/debian-vm-tier.log
+# setsid: its own process group, ended as a whole (qemu included) if
+# this script stops early.
+setsid cargo test --test debian_vm >"$vm_log" 2>&1 &
+vm_pid=$!
+cleanup=('kill -- -'"$vm_pid"' 2>/dev/null || kill '"$vm_pid"' 2>/dev/null || true' "${cleanup[@]}")
+echo "run-all: the Debian VM tier runs in the background (pid $vm_pid, log $vm_log)"
+
 cargo fmt --all -- --check
 cargo clippy --all-targets -- -D warnings
 # The stand-ins are a crate of their own (standins/): the same checks.
@@ -43,6 +60,15 @@ deb=$(packaging/build-deb.sh | sed -n 's/^DEB=//p')
 dpkg -c "$deb"
 packaging/lintian.sh "$deb"
 export NODEPREP_TEST_DEB=$deb
-cargo test
+# Every other test binary, and the VM tier's own unit tests (its host
+# tests are the background job's).
+cargo test -- --skip debian_vm_
+
+vm_status=0
+wait "$vm_pid" || vm_status=$?
+echo "===== the Debian VM tier (cargo test --test debian_vm): exit $vm_status ====="
+cat "$vm_log"
+[ "$vm_status" -eq 0 ] || { echo "run-all: the Debian VM tier failed (exit $vm_status)" >&2; exit 1; }
+
 cargo bench --bench converge
 cargo bench --bench probes
