@@ -79,7 +79,11 @@ pub fn read_regular(path: &Path, cap: u64) -> Result<Option<Observed>> {
         Mode::empty(),
     )
     .map_err(|e| io_error(e, "cannot open", path))?;
-    let (content, meta) = read_capped(File::from(fd), cap, path)?;
+    let file = File::from(fd);
+    let meta = file
+        .metadata()
+        .with_context(|| format!("cannot stat {}", path.display()))?;
+    let content = read_capped(file, &meta, cap, path)?;
     if meta.ino() != st.st_ino || meta.dev() != st.st_dev {
         bail!("{} was replaced while nodeprep read it", path.display());
     }
@@ -117,15 +121,12 @@ pub fn read_input(path: &Path, cap: u64) -> std::io::Result<Vec<u8>> {
             kind_of(opened.mode())
         )));
     }
-    read_capped(file, cap, path)
-        .map(|(content, _)| content)
-        .map_err(|e| std::io::Error::other(format!("{e:#}")))
+    read_capped(file, &opened, cap, path).map_err(|e| std::io::Error::other(format!("{e:#}")))
 }
 
-fn read_capped(file: File, cap: u64, path: &Path) -> Result<(Vec<u8>, std::fs::Metadata)> {
-    let meta = file
-        .metadata()
-        .with_context(|| format!("cannot stat {}", path.display()))?;
+/// Reads the open regular file `file`, whose metadata (`fstat`) the caller
+/// has, at most `cap` bytes.
+fn read_capped(file: File, meta: &std::fs::Metadata, cap: u64, path: &Path) -> Result<Vec<u8>> {
     if !meta.is_file() {
         bail!(
             "{} is {}, not a regular file",
@@ -150,11 +151,11 @@ fn read_capped(file: File, cap: u64, path: &Path) -> Result<(Vec<u8>, std::fs::M
     if content.len() as u64 > cap {
         return Err(too_big());
     }
-    Ok((content, meta))
+    Ok(content)
 }
 
 /// `lstat` of `name` in `dir`; `None` when absent.
-fn stat_entry(dir: &OwnedFd, name: &OsStr, path: &Path) -> Result<Option<FileStat>> {
+fn stat_entry(dir: &impl AsFd, name: &OsStr, path: &Path) -> Result<Option<FileStat>> {
     match fstatat(dir, name, AtFlags::AT_SYMLINK_NOFOLLOW) {
         Ok(st) => Ok(Some(st)),
         Err(Errno::ENOENT) => Ok(None),
