@@ -270,4 +270,26 @@ mod tests {
             .unwrap();
         assert_eq!(name, "file");
     }
+
+    /// While directories are reused, a directory (or its absence) is
+    /// resolved once; once forgotten, each call resolves again and sees what
+    /// changed in between.
+    #[test]
+    fn directories_are_reused_until_forgotten() {
+        let tmp = tempfile::tempdir().unwrap();
+        std::fs::create_dir(tmp.path().join("a")).unwrap();
+        let root = Root::open(tmp.path()).unwrap();
+        let (a, b) = (tmp.path().join("a"), tmp.path().join("b"));
+        let reuse = reuse_dirs();
+        let first = root.open_dir(&a).unwrap().unwrap();
+        let again = root.parent(&a.join("file")).unwrap().unwrap().0;
+        assert!(Rc::ptr_eq(&first, &again));
+        assert!(root.open_dir(&b).unwrap().is_none());
+        std::fs::create_dir(&b).unwrap();
+        assert!(root.open_dir(&b).unwrap().is_none(), "absence kept");
+        drop(reuse);
+        assert!(root.open_dir(&b).unwrap().is_some());
+        let fresh = root.open_dir(&a).unwrap().unwrap();
+        assert!(!Rc::ptr_eq(&first, &fresh));
+    }
 }
