@@ -96,9 +96,9 @@ pub fn sweep(host: &Host, store: &Store) -> Vec<String> {
         swept.insert(dir, found);
     }
     for dir in dirs {
-        if !swept.contains_key(&dir) {
-            let found = files::sweep_temp(&dir, false).map(|s| s.removed);
-            swept.insert(dir, found);
+        if let std::collections::btree_map::Entry::Vacant(slot) = swept.entry(dir) {
+            let found = files::sweep_temp(slot.key(), false).map(|s| s.removed);
+            slot.insert(found);
         }
     }
     let mut notes = Vec::new();
