@@ -198,6 +198,9 @@ fn converge(g: &Global, command: &'static str, sel: &Selection, run: Run) -> Res
         interrupt::watch().or_exit(Exit::Failed)?;
     }
     sys::rooted::confine(root.as_deref().unwrap_or(Path::new("/"))).or_exit(Exit::Failed)?;
+    // Each directory is resolved once while the run reads (the record, the
+    // plan, the sweep); `engine::run` stops this before the first change.
+    let _reuse = sys::rooted::reuse_dirs();
     let host = Host::new(cfg, root, as_root, docker_wait);
     if let Trust::Unusable(why) = &host.store.trust {
         return Err(Fatal::new(Exit::Failed, anyhow!("{why}")));

@@ -3,6 +3,7 @@
 //! and keeps nodeprep's record up to date, each change recorded before it
 //! is made.
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
 use anyhow::{anyhow, bail, Context, Result};
@@ -64,30 +65,45 @@ fn state_dir(host: &Host, store: &mut Store) -> Result<()> {
 }
 
 /// Removes the temporary files a killed run left beside the managed files
-/// this run looked at, beside the files of the record, and in the state
-/// directory. Runs under the lock, before the first change; returns remarks
-/// for the report.
+/// this run looked at, beside the files of the record, and anywhere in the
+/// state directory. Runs under the lock, before the first change; returns
+/// remarks for the report.
+///
+/// Every apply and remove sweeps, not only one after a run known to be
+/// interrupted: temporary files may come from a run that left no trace of
+/// itself (an older nodeprep, a record lost with the state directory), and
+/// a converged run pays one getdents64 per directory it has open already
+/// (directories are reused while the run plans, see `rooted::reuse_dirs`).
 pub fn sweep(host: &Host, store: &Store) -> Vec<String> {
-    let mut dirs: std::collections::BTreeSet<PathBuf> = host.dirs_seen().into_iter().collect();
+    let mut dirs: BTreeSet<PathBuf> = host.dirs_seen().into_iter().collect();
     for path in store.record.files.keys() {
         if let Some(dir) = host.path(path).real.parent() {
             dirs.insert(dir.to_path_buf());
         }
     }
-    let mut stack = vec![store.dir.clone()];
-    while let Some(dir) = stack.pop() {
-        if dirs.insert(dir.clone()) && dirs.len() < 4096 {
-            for name in files::list_dir(&dir).unwrap_or_default() {
-                let sub = dir.join(name);
-                if files::is_dir(&sub) && !files::is_link(&sub) {
-                    stack.push(sub);
-                }
-            }
+    let mut swept: BTreeMap<PathBuf, Result<Vec<PathBuf>>> = BTreeMap::new();
+    // The state directory's tree (originals/, edited/), at most 4096
+    // directories of it.
+    let mut tree = vec![store.dir.clone()];
+    while let Some(dir) = tree.pop() {
+        if swept.contains_key(&dir) || swept.len() >= 4096 {
+            continue;
+        }
+        let found = files::sweep_temp(&dir, true).map(|s| {
+            tree.extend(s.subdirs);
+            s.removed
+        });
+        swept.insert(dir, found);
+    }
+    for dir in dirs {
+        if let std::collections::btree_map::Entry::Vacant(slot) = swept.entry(dir) {
+            let found = files::sweep_temp(slot.key(), false).map(|s| s.removed);
+            slot.insert(found);
         }
     }
     let mut notes = Vec::new();
-    for dir in dirs {
-        match files::sweep_temp(&dir) {
+    for found in swept.into_values() {
+        match found {
             Ok(removed) => notes.extend(removed.iter().map(|p| {
                 format!(
                     "removed {}, a temporary file an interrupted run left behind",

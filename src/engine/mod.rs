@@ -215,6 +215,9 @@ pub fn run(host: &Host, selected: &[&Entry], spec: RunSpec) -> Outcome {
     if crate::interrupt::requested().is_none() {
         notes.extend(execute::sweep(host, &store));
     }
+    // The read-only part of the run ends here: from now on each file
+    // operation resolves its directory again (see `rooted::reuse_dirs`).
+    crate::sys::rooted::forget_dirs();
     let mut resources = Vec::with_capacity(planned.len());
     for p in &planned {
         resources.push(execute_planned(host, &mut store, p, spec));

@@ -124,10 +124,9 @@ impl Resource for Network {
         };
         let keyfile = files::observe(host, &keyfile, ensure)?;
         let unmanaged = files::observe(host, &unmanaged, ensure)?;
-        let installed = host
-            .path(cfg.networkmanager.conf_dir.as_path())
-            .real
-            .is_dir();
+        // Resolved inside the root, like every managed path.
+        let installed =
+            crate::sys::files::is_dir(&host.path(cfg.networkmanager.conf_dir.as_path()).real);
         let chosen = backend.as_ref().ok().map(|b| b.backend);
         let in_question = chosen == Some(Backend::NetworkManager)
             || installed
@@ -426,17 +425,22 @@ fn nm_present(want: &Want, seen: &NmSeen, plan: &mut Plan) -> Result<()> {
 fn nm_undo(want: &Want, seen: &NmSeen, plan: &mut Plan, switching: bool) {
     let cfg = want.cfg;
     let link = cfg.link.name.0.clone();
-    let uuid = render::nm_uuid(&link);
+    // The profile's UUID and keyfile are computed only when something needs
+    // them: on a host without the profile (the networkd backend's usual
+    // case) undoing it is a look at an absent file.
+    let uuid = || render::nm_uuid(&link);
     let profile = seen.live.as_ref().and_then(|l| l.profile.as_ref());
     let ours_active = profile.is_some_and(|p| p.device.is_some());
     if ours_active && !switching {
         plan.actions.push(Action::Nm(NmOp::Down {
-            uuid: uuid.clone(),
+            uuid: uuid(),
             link: link.clone(),
         }));
     }
     let before = plan.actions.len();
-    undo_file(&seen.keyfile, &render::nm_keyfile(cfg), plan);
+    if seen.keyfile.current.is_some() || seen.keyfile.entry.is_some() {
+        undo_file(&seen.keyfile, &render::nm_keyfile(cfg), plan);
+    }
     let removes = plan.actions[before..].iter().any(|a| {
         matches!(
             a,
@@ -451,7 +455,7 @@ fn nm_undo(want: &Want, seen: &NmSeen, plan: &mut Plan, switching: bool) {
     if removes && from_our_file {
         plan.actions.push(Action::Nm(NmOp::Unload {
             path: path.clone(),
-            uuid,
+            uuid: uuid(),
         }));
         if switching && ours_active {
             plan.notes.push(format!(
@@ -462,7 +466,7 @@ fn nm_undo(want: &Want, seen: &NmSeen, plan: &mut Plan, switching: bool) {
         // The file is gone already but NetworkManager still has its profile.
         plan.actions.push(Action::Nm(NmOp::Unload {
             path: path.clone(),
-            uuid,
+            uuid: uuid(),
         }));
     }
 }

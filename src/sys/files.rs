@@ -18,7 +18,7 @@
 use std::ffi::{OsStr, OsString};
 use std::fs::{File, Permissions};
 use std::io::{Read, Write};
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::AsFd;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -28,8 +28,9 @@ use nix::errno::Errno;
 use nix::fcntl::{openat, renameat, AtFlags, OFlag};
 use nix::sys::stat::{fstatat, mkdirat, FileStat, Mode, SFlag};
 use nix::unistd::{unlinkat, UnlinkatFlags};
+use rustix::fs::FileType;
 
-use super::rooted::{self, Root};
+use super::rooted::{self, DirFd, Root};
 
 /// The largest managed file, kept copy or state record nodeprep reads
 /// (1 MiB): the files it manages are a few hundred bytes, and a larger one
@@ -79,7 +80,11 @@ pub fn read_regular(path: &Path, cap: u64) -> Result<Option<Observed>> {
         Mode::empty(),
     )
     .map_err(|e| io_error(e, "cannot open", path))?;
-    let (content, meta) = read_capped(File::from(fd), cap, path)?;
+    let file = File::from(fd);
+    let meta = file
+        .metadata()
+        .with_context(|| format!("cannot stat {}", path.display()))?;
+    let content = read_capped(file, &meta, cap, path)?;
     if meta.ino() != st.st_ino || meta.dev() != st.st_dev {
         bail!("{} was replaced while nodeprep read it", path.display());
     }
@@ -117,15 +122,12 @@ pub fn read_input(path: &Path, cap: u64) -> std::io::Result<Vec<u8>> {
             kind_of(opened.mode())
         )));
     }
-    read_capped(file, cap, path)
-        .map(|(content, _)| content)
-        .map_err(|e| std::io::Error::other(format!("{e:#}")))
+    read_capped(file, &opened, cap, path).map_err(|e| std::io::Error::other(format!("{e:#}")))
 }
 
-fn read_capped(file: File, cap: u64, path: &Path) -> Result<(Vec<u8>, std::fs::Metadata)> {
-    let meta = file
-        .metadata()
-        .with_context(|| format!("cannot stat {}", path.display()))?;
+/// Reads the open regular file `file`, whose metadata (`fstat`) the caller
+/// has, at most `cap` bytes.
+fn read_capped(file: File, meta: &std::fs::Metadata, cap: u64, path: &Path) -> Result<Vec<u8>> {
     if !meta.is_file() {
         bail!(
             "{} is {}, not a regular file",
@@ -150,11 +152,11 @@ fn read_capped(file: File, cap: u64, path: &Path) -> Result<(Vec<u8>, std::fs::M
     if content.len() as u64 > cap {
         return Err(too_big());
     }
-    Ok((content, meta))
+    Ok(content)
 }
 
 /// `lstat` of `name` in `dir`; `None` when absent.
-fn stat_entry(dir: &OwnedFd, name: &OsStr, path: &Path) -> Result<Option<FileStat>> {
+fn stat_entry(dir: &impl AsFd, name: &OsStr, path: &Path) -> Result<Option<FileStat>> {
     match fstatat(dir, name, AtFlags::AT_SYMLINK_NOFOLLOW) {
         Ok(st) => Ok(Some(st)),
         Err(Errno::ENOENT) => Ok(None),
@@ -199,7 +201,7 @@ fn io_error(e: Errno, what: &str, path: &Path) -> anyhow::Error {
 }
 
 /// The parent directory of `path` inside the root, which must exist.
-fn existing_parent(root: &Root, path: &Path) -> Result<(OwnedFd, OsString)> {
+fn existing_parent(root: &Root, path: &Path) -> Result<(DirFd, OsString)> {
     root.parent(path)?.ok_or_else(|| {
         anyhow!(
             "the directory of {} does not exist inside {} (or is a link to a missing place)",
@@ -248,7 +250,7 @@ pub fn write_atomic(
 }
 
 /// Creates a fresh temporary file in `dir`, 0600, never through a link.
-fn create_temp(dir: &OwnedFd, path: &Path) -> Result<(OsString, File)> {
+fn create_temp(dir: &impl AsFd, path: &Path) -> Result<(OsString, File)> {
     static COUNTER: AtomicU64 = AtomicU64::new(0);
     let seed = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -281,34 +283,53 @@ fn create_temp(dir: &OwnedFd, path: &Path) -> Result<(OsString, File)> {
     bail!("cannot create a temporary file beside {}", path.display())
 }
 
+/// What [`sweep_temp`] did in one directory.
+#[derive(Debug, Default)]
+pub struct Swept {
+    /// The temporary files removed.
+    pub removed: Vec<PathBuf>,
+    /// The directories in it (links to directories excluded), when asked for.
+    pub subdirs: Vec<PathBuf>,
+}
+
 /// Removes the temporary files (`.nodeprep-*`) a killed run left in
-/// directory `dir`; returns their paths. Only regular files are touched.
-/// Call it only while holding the lock.
-pub fn sweep_temp(dir: &Path) -> Result<Vec<PathBuf>> {
+/// directory `dir`; returns their paths and, with `subdirs`, the
+/// directories `dir` holds (never links), for a caller that sweeps a whole
+/// tree. Only regular files are removed. Call it only while holding the lock.
+pub fn sweep_temp(dir: &Path, subdirs: bool) -> Result<Swept> {
     let root = rooted::current()?;
+    let mut swept = Swept::default();
     let Some(fd) = root.open_dir(dir)? else {
-        return Ok(Vec::new());
+        return Ok(swept);
     };
-    let mut removed = Vec::new();
-    for name in names(&fd, dir)? {
-        if !name.as_encoded_bytes().starts_with(TEMP_PREFIX.as_bytes()) {
-            continue;
-        }
-        let path = dir.join(&name);
-        let Some(st) = stat_entry(&fd, &name, &path)? else {
-            continue;
+    for (name, kind) in entries(&fd, dir)? {
+        let temp = name.as_encoded_bytes().starts_with(TEMP_PREFIX.as_bytes());
+        // The directory entry's type is enough to find directories; a
+        // temporary file is stat'ed before it is removed whatever the entry
+        // says, and so is an entry of a type the filesystem does not give.
+        let kind = if temp || (subdirs && kind == FileType::Unknown) {
+            match stat_entry(&fd, &name, &dir.join(&name))? {
+                Some(st) => FileType::from_raw_mode(st.st_mode),
+                None => continue,
+            }
+        } else {
+            kind
         };
-        if SFlag::from_bits_truncate(st.st_mode & SFlag::S_IFMT.bits()) != SFlag::S_IFREG {
-            continue;
+        match kind {
+            FileType::Directory if subdirs => swept.subdirs.push(dir.join(&name)),
+            FileType::RegularFile if temp => {
+                let path = dir.join(&name);
+                unlinkat(&fd, name.as_os_str(), UnlinkatFlags::NoRemoveDir)
+                    .map_err(|e| io_error(e, "cannot remove", &path))?;
+                swept.removed.push(path);
+            }
+            _ => {}
         }
-        unlinkat(&fd, name.as_os_str(), UnlinkatFlags::NoRemoveDir)
-            .map_err(|e| io_error(e, "cannot remove", &path))?;
-        removed.push(path);
     }
-    if !removed.is_empty() {
+    if !swept.removed.is_empty() {
         sync_fd(&fd, dir)?;
     }
-    Ok(removed)
+    Ok(swept)
 }
 
 /// What is on disk at a directory path: `(mode, uid, gid)`, or `None`.
@@ -317,10 +338,8 @@ pub fn observe_dir(path: &Path) -> Result<Option<(u32, u32, u32)>> {
     let root = rooted::current()?;
     match root.open_dir(path) {
         Ok(Some(fd)) => {
-            let m = File::from(fd)
-                .metadata()
-                .with_context(|| format!("cannot stat {}", path.display()))?;
-            Ok(Some((m.mode() & 0o7777, m.uid(), m.gid())))
+            let st = nix::sys::stat::fstat(&fd).map_err(|e| io_error(e, "cannot stat", path))?;
+            Ok(Some((st.st_mode & 0o7777, st.st_uid, st.st_gid)))
         }
         Ok(None) => Ok(None),
         Err(e) => {
@@ -416,26 +435,53 @@ pub fn list_dir(path: &Path) -> Result<Vec<OsString>> {
     }
 }
 
-fn names(dir: &OwnedFd, path: &Path) -> Result<Vec<OsString>> {
+fn names(dir: &impl AsFd, path: &Path) -> Result<Vec<OsString>> {
+    Ok(entries(dir, path)?.into_iter().map(|(n, _)| n).collect())
+}
+
+/// The entries of the directory open at `dir` (`.` and `..` left out),
+/// sorted by name, each with the type its directory entry gives
+/// (`Unknown` where the filesystem gives none).
+///
+/// Read with getdents64 on `dir` itself, from the start (the descriptor may
+/// be one `rooted::reuse_dirs` keeps and was listed before): listing a
+/// directory opens nothing. A descriptor that cannot be read (`O_PATH`, a
+/// directory an unprivileged run may search but not list) is listed through
+/// a fresh one, which fails as that run's listing must.
+fn entries(dir: &impl AsFd, path: &Path) -> Result<Vec<(OsString, FileType)>> {
+    let listed = match read_entries(dir) {
+        Err(Errno::EBADF) => {
+            let fd = openat(
+                dir,
+                ".",
+                OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
+                Mode::empty(),
+            )
+            .map_err(|e| io_error(e, "cannot list", path))?;
+            read_entries(&fd)
+        }
+        listed => listed,
+    };
+    listed.map_err(|e| io_error(e, "cannot list", path))
+}
+
+fn read_entries(dir: &impl AsFd) -> std::result::Result<Vec<(OsString, FileType)>, Errno> {
     use std::os::unix::ffi::OsStrExt;
-    let fd = openat(
-        dir,
-        ".",
-        OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
-        Mode::empty(),
-    )
-    .map_err(|e| io_error(e, "cannot list", path))?;
-    let listing = nix::dir::Dir::from_fd(fd).map_err(|e| io_error(e, "cannot list", path))?;
-    let mut names = Vec::new();
-    for entry in listing {
-        let entry = entry.map_err(|e| io_error(e, "cannot list", path))?;
+    let errno = |e: rustix::io::Errno| Errno::from_raw(e.raw_os_error());
+    rustix::fs::seek(dir, rustix::fs::SeekFrom::Start(0)).map_err(errno)?;
+    // 32 KiB, as glibc's readdir: a few hundred entries per call.
+    let mut buf = Vec::with_capacity(32 << 10);
+    let mut raw = rustix::fs::RawDir::new(dir, buf.spare_capacity_mut());
+    let mut out = Vec::new();
+    while let Some(entry) = raw.next() {
+        let entry = entry.map_err(errno)?;
         let name = entry.file_name().to_bytes();
         if name != b"." && name != b".." {
-            names.push(OsStr::from_bytes(name).to_os_string());
+            out.push((OsStr::from_bytes(name).to_os_string(), entry.file_type()));
         }
     }
-    names.sort();
-    Ok(names)
+    out.sort_by(|a, b| a.0.cmp(&b.0));
+    Ok(out)
 }
 
 /// `path` and those of its ancestors that do not exist inside the root,
@@ -493,18 +539,19 @@ pub fn create_dirs(dirs: &[PathBuf], mode: u32, owner: Option<(u32, u32)>) -> Re
         .map_err(|e| io_error(e, "cannot open new directory", dir))?;
         // mkdir applies the umask; a hardened host's 027 would make the
         // directory unreadable for the consul user of the container.
-        set_dir_attrs(File::from(fd), dir, mode, owner)?;
+        set_dir_attrs(&fd, dir, mode, owner)?;
         sync_fd(&parent, dir.parent().unwrap_or(dir))?;
     }
     Ok(())
 }
 
-fn set_dir_attrs(dir: File, path: &Path, mode: u32, owner: Option<(u32, u32)>) -> Result<()> {
+fn set_dir_attrs(dir: &impl AsFd, path: &Path, mode: u32, owner: Option<(u32, u32)>) -> Result<()> {
     if let Some((uid, gid)) = owner {
-        std::os::unix::fs::fchown(&dir, Some(uid), Some(gid))
+        std::os::unix::fs::fchown(dir, Some(uid), Some(gid))
             .with_context(|| format!("cannot chown {uid}:{gid} {}", path.display()))?;
     }
-    dir.set_permissions(Permissions::from_mode(mode))
+    nix::sys::stat::fchmod(dir, Mode::from_bits_truncate(mode))
+        .map_err(std::io::Error::from)
         .with_context(|| format!("cannot chmod {mode:o} {}", path.display()))
 }
 
@@ -519,7 +566,7 @@ pub fn ensure_dir(path: &Path, mode: u32, owner: Option<(u32, u32)>) -> Result<(
     let fd = root
         .open_dir(path)?
         .ok_or_else(|| anyhow!("{} does not exist", path.display()))?;
-    set_dir_attrs(File::from(fd), path, mode, owner)
+    set_dir_attrs(&fd, path, mode, owner)
 }
 
 /// Sets a file's permission bits in place (when only the mode differs).
@@ -588,7 +635,7 @@ pub fn remove_tree(path: &Path) -> Result<()> {
     remove_all_at(&dir, &name, path).with_context(|| format!("cannot delete {}", path.display()))
 }
 
-fn remove_all_at(dir: &OwnedFd, name: &OsStr, path: &Path) -> Result<()> {
+fn remove_all_at(dir: &impl AsFd, name: &OsStr, path: &Path) -> Result<()> {
     let Some(st) = stat_entry(dir, name, path)? else {
         return Ok(());
     };
@@ -744,8 +791,10 @@ mod tests {
         fs::write(dir.path().join("consul.conf"), "keep").unwrap();
         fs::create_dir(dir.path().join(".nodeprep-dir")).unwrap();
         std::os::unix::fs::symlink("/etc/hostname", dir.path().join(".nodeprep-link")).unwrap();
-        let removed = sweep_temp(dir.path()).unwrap();
-        assert_eq!(removed, vec![dir.path().join(".nodeprep-abc123")]);
+        let swept = sweep_temp(dir.path(), true).unwrap();
+        assert_eq!(swept.removed, vec![dir.path().join(".nodeprep-abc123")]);
+        // Directories are found, links to them are not.
+        assert_eq!(swept.subdirs, vec![dir.path().join(".nodeprep-dir")]);
         let mut names: Vec<_> = fs::read_dir(dir.path())
             .unwrap()
             .map(|e| e.unwrap().file_name().into_string().unwrap())

@@ -12,10 +12,18 @@
 //! Only the directories above a managed file are resolved this way; the
 //! file's own name is handled by the caller with `*at` calls that never
 //! follow it (see `sys::files`).
+//!
+//! While a run only reads (planning, and the sweep of temporary files before
+//! the first change) each directory is resolved once and its descriptor
+//! reused ([`reuse_dirs`]); from the first change on every call resolves
+//! again ([`forget_dirs`]).
 
+use std::cell::RefCell;
+use std::collections::BTreeMap;
 use std::ffi::OsString;
 use std::os::fd::OwnedFd;
 use std::path::{Component, Path, PathBuf};
+use std::rc::Rc;
 use std::sync::{Arc, RwLock};
 
 use anyhow::{anyhow, bail, Context, Result};
@@ -48,6 +56,49 @@ pub fn current() -> Result<Arc<Root>> {
     let root = Arc::new(Root::open(Path::new("/"))?);
     let mut slot = CURRENT.write().unwrap_or_else(|e| e.into_inner());
     Ok(slot.get_or_insert(root).clone())
+}
+
+/// A directory resolved inside the root, for `*at` calls. Shared: while
+/// directories are reused, every caller asking for the same directory gets
+/// the same descriptor.
+pub type DirFd = Rc<OwnedFd>;
+
+thread_local! {
+    /// The directories resolved so far in this thread's read-only phase, by
+    /// path as the run reaches them (`None`: it does not exist). Per thread,
+    /// so that nothing but the run that asked for it sees it.
+    static REUSED: RefCell<Option<BTreeMap<PathBuf, Option<DirFd>>>> = const { RefCell::new(None) };
+}
+
+/// Reuse of resolved directories, until [`forget_dirs`] or the value is
+/// dropped.
+pub struct Reuse(());
+
+/// From now on, in this thread, each directory is resolved once and its
+/// descriptor (or its absence) reused.
+///
+/// Only for a phase that changes no directory: nodeprep's own changes
+/// (creating or removing a directory) would make a kept answer wrong, and so
+/// would other programs' when the phase is long (a service restarted by the
+/// run recreating its runtime directory). A run reuses directories while it
+/// plans and sweeps; the engine calls [`forget_dirs`] before the first
+/// change. A kept descriptor names the directory that was inside the root
+/// when it was resolved, as any descriptor does between its `openat2` and
+/// its use.
+pub fn reuse_dirs() -> Reuse {
+    REUSED.with(|r| *r.borrow_mut() = Some(BTreeMap::new()));
+    Reuse(())
+}
+
+/// Ends [`reuse_dirs`]: every later call resolves its directory again.
+pub fn forget_dirs() {
+    REUSED.with(|r| r.borrow_mut().take());
+}
+
+impl Drop for Reuse {
+    fn drop(&mut self) {
+        forget_dirs();
+    }
 }
 
 const RESOLVE: ResolveFlag = ResolveFlag::RESOLVE_IN_ROOT.union(ResolveFlag::RESOLVE_NO_MAGICLINKS);
@@ -98,12 +149,29 @@ impl Root {
 
     /// Opens directory `real`, resolved inside the root (links included).
     /// `None` when it does not exist (a link to a missing place included).
-    pub fn open_dir(&self, real: &Path) -> Result<Option<OwnedFd>> {
+    pub fn open_dir(&self, real: &Path) -> Result<Option<DirFd>> {
         let rel = self.relative(real)?;
         self.open_dir_rel(rel, real)
     }
 
-    fn open_dir_rel(&self, rel: &Path, real: &Path) -> Result<Option<OwnedFd>> {
+    /// [`Self::resolve`], or what it answered before while directories are
+    /// reused ([`reuse_dirs`]). Errors are not kept: they are found again.
+    fn open_dir_rel(&self, rel: &Path, real: &Path) -> Result<Option<DirFd>> {
+        let key = self.dir.join(rel);
+        let kept = REUSED.with(|r| r.borrow().as_ref().and_then(|m| m.get(&key).cloned()));
+        if let Some(kept) = kept {
+            return Ok(kept);
+        }
+        let fd = self.resolve(rel, real)?.map(Rc::new);
+        REUSED.with(|r| {
+            if let Some(m) = r.borrow_mut().as_mut() {
+                m.insert(key, fd.clone());
+            }
+        });
+        Ok(fd)
+    }
+
+    fn resolve(&self, rel: &Path, real: &Path) -> Result<Option<OwnedFd>> {
         let rel = if rel.as_os_str().is_empty() {
             Path::new(".")
         } else {
@@ -131,7 +199,7 @@ impl Root {
     /// The directory holding `real` (resolved inside the root) and `real`'s
     /// own name, which the caller must never follow. `None` when that
     /// directory does not exist.
-    pub fn parent(&self, real: &Path) -> Result<Option<(OwnedFd, OsString)>> {
+    pub fn parent(&self, real: &Path) -> Result<Option<(DirFd, OsString)>> {
         let rel = self.relative(real)?;
         let name = match rel.components().next_back() {
             Some(Component::Normal(name)) => name.to_os_string(),
@@ -184,12 +252,12 @@ mod tests {
         symlink(outside.join("conf"), root_dir.join("etc/out")).unwrap();
         symlink("loop", root_dir.join("etc/loop")).unwrap();
         let root = Root::open(&root_dir).unwrap();
-        let ino = |fd: OwnedFd| std::fs::File::from(fd).metadata().unwrap();
+        let ino = |fd: DirFd| nix::sys::stat::fstat(&fd).unwrap().st_ino;
         use std::os::unix::fs::MetadataExt;
         let want = std::fs::metadata(root_dir.join("srv/conf")).unwrap().ino();
         for link in ["etc/abs", "etc/rel"] {
             let fd = root.open_dir(&root_dir.join(link)).unwrap().unwrap();
-            assert_eq!(ino(fd).ino(), want, "{link}");
+            assert_eq!(ino(fd), want, "{link}");
         }
         assert!(root.open_dir(&root_dir.join("etc/out")).unwrap().is_none());
         let e = root.open_dir(&root_dir.join("etc/loop")).unwrap_err();
@@ -201,5 +269,27 @@ mod tests {
             .unwrap()
             .unwrap();
         assert_eq!(name, "file");
+    }
+
+    /// While directories are reused, a directory (or its absence) is
+    /// resolved once; once forgotten, each call resolves again and sees what
+    /// changed in between.
+    #[test]
+    fn directories_are_reused_until_forgotten() {
+        let tmp = tempfile::tempdir().unwrap();
+        std::fs::create_dir(tmp.path().join("a")).unwrap();
+        let root = Root::open(tmp.path()).unwrap();
+        let (a, b) = (tmp.path().join("a"), tmp.path().join("b"));
+        let reuse = reuse_dirs();
+        let first = root.open_dir(&a).unwrap().unwrap();
+        let again = root.parent(&a.join("file")).unwrap().unwrap().0;
+        assert!(Rc::ptr_eq(&first, &again));
+        assert!(root.open_dir(&b).unwrap().is_none());
+        std::fs::create_dir(&b).unwrap();
+        assert!(root.open_dir(&b).unwrap().is_none(), "absence kept");
+        drop(reuse);
+        assert!(root.open_dir(&b).unwrap().is_some());
+        let fresh = root.open_dir(&a).unwrap().unwrap();
+        assert!(!Rc::ptr_eq(&first, &fresh));
     }
 }
