@@ -30,7 +30,7 @@ trap 'for c in "${cleanup[@]}"; do eval "$c"; done' EXIT
 
 # The Debian VM tier (tests/debian_vm.rs) boots whole hosts under qemu
 # without KVM: most of the suite's time, during which qemu keeps about one
-# core busy (each boot prints the CPU time it used; 1.0-1.3 s per second
+# core busy (each boot prints the CPU time it used: 1.0-1.35 s per second
 # on a 2-core machine). So it runs in the background from here on, beside
 # everything else (its qemu lock still lets one guest run at a time,
 # vm_kernel's included); its output goes to a log printed when it ends.
