@@ -59,10 +59,7 @@
 //!   `cloud-final.service`) runs phase 1 of `guest/scenario.sh` and reboots
 //!   the host; qemu runs with `-no-reboot`, so that reboot ends it, and the
 //!   test boots the same disk again for the next phase. Each boot has its own
-//!   timeout and its own serial log. At most one guest per CPU runs at a
-//!   time on the machine (`vm::machine_slots`, `NODEPREP_VM_SLOTS`); the
-//!   variants run side by side when the test threads allow it
-//!   (`tests/run-all.sh` gives one to each: `--test-threads 3`).
+//!   timeout and its own serial log. One qemu runs at a time on the machine.
 //!
 //! Serial console markers (`guest/lib.sh`):
 //!

@@ -32,15 +32,15 @@ trap 'for c in "${cleanup[@]}"; do eval "$c"; done' EXIT
 # without KVM: most of the suite's time, during which qemu keeps about one
 # core busy (each boot prints the CPU time it used: 1.0-1.35 s per second
 # on a 2-core machine). So it runs in the background from here on, beside
-# everything else, its three hosts side by side (one test thread each; the
-# VM harness lets one guest per CPU run at a time, vm_kernel's included);
-# its output goes to a log printed when it ends. The benchmarks wait for
-# it, so that their figures are taken on a quiet machine.
+# everything else (its qemu lock still lets one guest run at a time,
+# vm_kernel's included); its output goes to a log printed when it ends.
+# The benchmarks wait for it, so that their figures are taken on a quiet
+# machine.
 mkdir -p target
 vm_log=target/debian-vm-tier.log
 # setsid: its own process group, ended as a whole (qemu included) if
 # this script stops early.
-setsid cargo test --test debian_vm -- --test-threads 3 >"$vm_log" 2>&1 &
+setsid cargo test --test debian_vm >"$vm_log" 2>&1 &
 vm_pid=$!
 cleanup=('kill -- -'"$vm_pid"' 2>/dev/null || kill '"$vm_pid"' 2>/dev/null || true' "${cleanup[@]}")
 echo "run-all: the Debian VM tier runs in the background (pid $vm_pid, log $vm_log)"

@@ -274,9 +274,10 @@ impl Qemu {
     /// (qemu's stdout under -nographic) goes to `log_path` as it arrives.
     /// qemu is killed if the test unwinds meanwhile.
     pub fn boot(&self, log_path: &Path) -> Boot {
-        // At most `machine_slots()` guests at a time on the machine,
-        // whichever test binary or checkout starts them. The wait is not
-        // part of the boot's timeout.
+        // One qemu at a time on the machine, whichever test binary or
+        // checkout starts it: two TCG guests on two cores slow each other
+        // past their boot timeouts (and the times printed would mean
+        // little). The wait is not part of the boot's timeout.
         let _machine = machine_lock();
         let mut cmdline = self.append.clone();
         if verbose() {
@@ -758,50 +759,18 @@ fn step_verdicts() {
     );
 }
 
-/// How many guests may run at once on this machine: `NODEPREP_VM_SLOTS`,
-/// else one per CPU. Without KVM a guest keeps about one core busy (1.0-1.35
-/// s of CPU per second measured with `-smp 2`; each boot prints its own), so
-/// one guest at a time leaves half of a 2-core machine idle. Two side by side
-/// each run slower, but the boot timeouts are far above a boot's time.
-pub fn machine_slots() -> usize {
-    std::env::var("NODEPREP_VM_SLOTS")
-        .ok()
-        .and_then(|v| v.parse::<usize>().ok())
-        .filter(|&n| n > 0)
-        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
-}
-
-/// One of the machine's [`machine_slots`], held while a VM runs: an
-/// exclusive flock on `/var/cache/nodeprep-tests/qemu.lock.N` (whatever
+/// An exclusive flock, held while a VM runs, on one file for the whole
+/// machine (`/var/cache/nodeprep-tests/qemu.lock`, whatever
 /// `$NODEPREP_TEST_CACHE` says, so that checkouts with caches of their own
-/// share the same slots). Waits for a free one; released when the guard
-/// drops.
+/// still take turns). Released when the guard drops.
 fn machine_lock() -> Option<nix::fcntl::Flock<std::fs::File>> {
-    use nix::fcntl::{Flock, FlockArg};
     let dir = PathBuf::from("/var/cache/nodeprep-tests");
     std::fs::create_dir_all(&dir).ok()?;
-    let mut files: Vec<Option<std::fs::File>> = (0..machine_slots())
-        .map(|n| {
-            std::fs::OpenOptions::new()
-                .create(true)
-                .truncate(false)
-                .write(true)
-                .open(dir.join(format!("qemu.lock.{n}")))
-                .ok()
-        })
-        .collect();
-    loop {
-        for slot in files.iter_mut() {
-            let Some(file) = slot.take() else { continue };
-            match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
-                Ok(lock) => return Some(lock),
-                Err((file, nix::errno::Errno::EWOULDBLOCK)) => *slot = Some(file),
-                Err(_) => {}
-            }
-        }
-        if files.iter().all(Option::is_none) {
-            return None;
-        }
-        thread::sleep(Duration::from_millis(500));
-    }
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(dir.join("qemu.lock"))
+        .ok()?;
+    nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusive).ok()
 }
