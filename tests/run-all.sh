@@ -70,5 +70,4 @@ echo "===== the Debian VM tier (cargo test --test debian_vm): exit $vm_status ==
 cat "$vm_log"
 [ "$vm_status" -eq 0 ] || { echo "run-all: the Debian VM tier failed (exit $vm_status)" >&2; exit 1; }
 
-cargo bench --bench converge
-cargo bench --bench probes
+cargo bench --bench converge --bench probes
