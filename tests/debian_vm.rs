@@ -89,6 +89,7 @@ mod vm;
 
 use std::fs;
 use std::path::{Path, PathBuf};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use vm::{note, secs, Boot, Qemu, ScriptOutput};
@@ -256,9 +257,15 @@ struct Prepared {
     timings: Vec<String>,
 }
 
+/// One variant prepares at a time. They share the cached root and the
+/// stand-in images: the second finds them made instead of building them
+/// again beside the first, which also delayed the first boot.
+static PREPARE: Mutex<()> = Mutex::new(());
+
 /// The root, the stand-in images, the user data and the disk. `Err` is a
 /// missing prerequisite.
 fn prepare(binary: &Path, variant: &Variant) -> Result<Prepared, String> {
+    let _one_at_a_time = PREPARE.lock().unwrap_or_else(|e| e.into_inner());
     let mut timings = Vec::new();
     let mut timing = |line: String| {
         note(&format!("debian-vm: {line}"));
