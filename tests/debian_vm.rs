@@ -89,7 +89,7 @@ mod vm;
 
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use vm::{note, secs, Boot, Qemu, ScriptOutput};
@@ -262,6 +262,9 @@ struct Prepared {
 /// again beside the first, which also delayed the first boot.
 static PREPARE: Mutex<()> = Mutex::new(());
 
+/// The packages every variant installs (see `build_debs`), once built.
+static DEBS: OnceLock<Vec<String>> = OnceLock::new();
+
 /// The root, the stand-in images, the user data and the disk. `Err` is a
 /// missing prerequisite.
 fn prepare(binary: &Path, variant: &Variant) -> Result<Prepared, String> {
@@ -295,33 +298,19 @@ fn prepare(binary: &Path, variant: &Variant) -> Result<Prepared, String> {
     ));
 
     // The package, twice: what cloud-init installs, and the same rebuilt
-    // at a higher version for the upgrade.
+    // at a higher version for the upgrade. Built by the first variant, used
+    // by every one (the same binary, so the same packages).
     let started = Instant::now();
-    let upstream = env!("CARGO_PKG_VERSION");
-    let mut debs = Vec::new();
-    for (name, version) in [
-        ("install", format!("{upstream}-1")),
-        ("upgrade", format!("{upstream}-2")),
-    ] {
-        let deb_dir = dir.join("debs").join(name);
-        let _ = fs::remove_dir_all(&deb_dir);
-        let built = vm::run_script(
-            "bash",
-            &vm::repo_dir().join("packaging/build-deb.sh"),
-            &[
-                "--binary",
-                binary_arg,
-                "--deb-version",
-                &version,
-                "--fast",
-                "--out",
-                deb_dir.to_str().expect("UTF-8 work dir"),
-            ],
-        )?;
-        debs.push(built.get("DEB").to_string());
-    }
+    let (debs, made_by) = match DEBS.get() {
+        Some(debs) => (debs.clone(), "built for the first variant"),
+        None => {
+            let debs = build_debs(binary_arg)?;
+            let _ = DEBS.set(debs.clone());
+            (debs, "built")
+        }
+    };
     timing(format!(
-        "packages {} in {}",
+        "packages {} {made_by} in {}",
         debs.iter()
             .map(|d| Path::new(d)
                 .file_name()
@@ -396,6 +385,36 @@ fn prepare(binary: &Path, variant: &Variant) -> Result<Prepared, String> {
         disk.release
     ));
     Ok(Prepared { dir, disk, timings })
+}
+
+/// The two packages of `binary` (see `prepare`), in one directory shared by
+/// the variants; paths in install, upgrade order.
+fn build_debs(binary_arg: &str) -> Result<Vec<String>, String> {
+    let upstream = env!("CARGO_PKG_VERSION");
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("debian-vm-debs");
+    let mut debs = Vec::new();
+    for (name, version) in [
+        ("install", format!("{upstream}-1")),
+        ("upgrade", format!("{upstream}-2")),
+    ] {
+        let deb_dir = dir.join(name);
+        let _ = fs::remove_dir_all(&deb_dir);
+        let built = vm::run_script(
+            "bash",
+            &vm::repo_dir().join("packaging/build-deb.sh"),
+            &[
+                "--binary",
+                binary_arg,
+                "--deb-version",
+                &version,
+                "--fast",
+                "--out",
+                deb_dir.to_str().expect("UTF-8 work dir"),
+            ],
+        )?;
+        debs.push(built.get("DEB").to_string());
+    }
+    Ok(debs)
 }
 
 /// Boot `n` of the disk, its serial console in `serial-boot<n>.log` in
