@@ -210,12 +210,12 @@ pub fn cpu_model() -> String {
     std::env::var("NODEPREP_VM_CPU").unwrap_or_else(|_| "qemu64".to_string())
 }
 
-/// One boot of `qemu-system-x86_64 -accel tcg -cpu qemu64 -nographic
-/// -no-reboot -nic none -kernel K -initrd I -append LINE`: KVM does not work
-/// on the development/CI machines; no network card at all (no traffic may
-/// leave this machine); with `-no-reboot` a guest reboot or panic (with
-/// `panic=-1` on the kernel command line) ends qemu. The CPU model is
-/// `cpu_model()`.
+/// One boot of `qemu-system-x86_64 -accel tcg -cpu MODEL -nographic
+/// -no-reboot -nic none -kernel K -initrd I -append LINE` (MODEL from
+/// `cpu_model()`): KVM does not work on the development/CI machines; no
+/// network card at all (no traffic may leave this machine); with
+/// `-no-reboot` a guest reboot or panic (with `panic=-1` on the kernel
+/// command line) ends qemu.
 pub struct Qemu {
     kernel: PathBuf,
     initrd: PathBuf,
